@@ -1,0 +1,267 @@
+//! The model contract: the `vision.*` keys of an ONNX model's `metadata_props`, written by the
+//! trainer and read by `visionclassify`. Documented for users in `models/README.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::preprocess::{ChannelOrder, Layout, ResizeMode};
+
+/// Version of the contract this build writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const KEY_SCHEMA: &str = "vision.schema";
+pub const KEY_LABELS: &str = "vision.labels";
+pub const KEY_PREPROCESS: &str = "vision.preprocess";
+pub const KEY_OUTPUT: &str = "vision.output";
+pub const KEY_MODEL: &str = "vision.model";
+
+/// How the model wants its input prepared (`vision.preprocess`). Every field is optional: what
+/// is missing comes from the element's properties or their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessContract {
+    /// `[height, width]` the model was trained at.
+    pub size: Option<[usize; 2]>,
+    pub layout: Option<LayoutName>,
+    pub color: Option<ColorName>,
+    pub resize: Option<ResizeName>,
+    pub scale: Option<f32>,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayoutName {
+    #[serde(rename = "NCHW")]
+    Nchw,
+    #[serde(rename = "NHWC")]
+    Nhwc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColorName {
+    #[serde(rename = "RGB")]
+    Rgb,
+    #[serde(rename = "BGR")]
+    Bgr,
+    #[serde(rename = "GRAY")]
+    Gray,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeName {
+    Stretch,
+    Letterbox,
+    CenterCrop,
+}
+
+/// Whether the scores output holds logits (the element applies softmax) or probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreKind {
+    #[default]
+    Logits,
+    Probabilities,
+}
+
+/// `vision.output`: which output holds the class scores.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutputContract {
+    pub name: Option<String>,
+    pub scores: Option<ScoreKind>,
+}
+
+/// `vision.model`: descriptive fields; unknown extra fields are kept, not rejected.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Everything the contract says about one model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Contract {
+    pub schema: Option<u32>,
+    pub labels: Option<Vec<String>>,
+    pub preprocess: PreprocessContract,
+    pub output: OutputContract,
+    pub model: ModelInfo,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("metadata key `{key}` is not valid: {reason}")]
+pub struct ContractError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl Contract {
+    /// Parses the contract from a metadata lookup (`key -> value`). Missing keys are fine;
+    /// present keys with malformed JSON are an error that names the key.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ContractError> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            key: &'static str,
+            value: Option<String>,
+        ) -> Result<Option<T>, ContractError> {
+            value
+                .map(|v| {
+                    serde_json::from_str(&v).map_err(|e| ContractError {
+                        key,
+                        reason: e.to_string(),
+                    })
+                })
+                .transpose()
+        }
+        // The schema is written as a JSON string or number; accept both.
+        let schema = match lookup(KEY_SCHEMA) {
+            None => None,
+            Some(v) => {
+                Some(
+                    v.trim()
+                        .trim_matches('"')
+                        .parse::<u32>()
+                        .map_err(|e| ContractError {
+                            key: KEY_SCHEMA,
+                            reason: format!("{v:?}: {e}"),
+                        })?,
+                )
+            }
+        };
+        if let Some(s) = schema
+            && s > SCHEMA_VERSION
+        {
+            return Err(ContractError {
+                key: KEY_SCHEMA,
+                reason: format!(
+                    "model uses contract version {s}, this element understands up to {SCHEMA_VERSION}"
+                ),
+            });
+        }
+        Ok(Self {
+            schema,
+            labels: parse(KEY_LABELS, lookup(KEY_LABELS))?,
+            preprocess: parse(KEY_PREPROCESS, lookup(KEY_PREPROCESS))?.unwrap_or_default(),
+            output: parse(KEY_OUTPUT, lookup(KEY_OUTPUT))?.unwrap_or_default(),
+            model: parse(KEY_MODEL, lookup(KEY_MODEL))?.unwrap_or_default(),
+        })
+    }
+
+    /// True when the model carries no `vision.*` key at all.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl From<LayoutName> for Layout {
+    fn from(v: LayoutName) -> Self {
+        match v {
+            LayoutName::Nchw => Layout::Nchw,
+            LayoutName::Nhwc => Layout::Nhwc,
+        }
+    }
+}
+
+impl From<ColorName> for ChannelOrder {
+    fn from(v: ColorName) -> Self {
+        match v {
+            ColorName::Rgb => ChannelOrder::Rgb,
+            ColorName::Bgr => ChannelOrder::Bgr,
+            ColorName::Gray => ChannelOrder::Gray,
+        }
+    }
+}
+
+impl From<ResizeName> for ResizeMode {
+    fn from(v: ResizeName) -> Self {
+        match v {
+            ResizeName::Stretch => ResizeMode::Stretch,
+            ResizeName::Letterbox => ResizeMode::Letterbox,
+            ResizeName::CenterCrop => ResizeMode::CenterCrop,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn parses_full_contract() {
+        let c = Contract::from_lookup(lookup(&[
+            (KEY_SCHEMA, "\"1\""),
+            (KEY_LABELS, r#"["cat","dog"]"#),
+            (
+                KEY_PREPROCESS,
+                r#"{"size":[224,224],"layout":"NHWC","color":"BGR","resize":"center-crop","scale":0.5,"mean":[1,2,3],"std":[4,5,6]}"#,
+            ),
+            (KEY_OUTPUT, r#"{"name":"probs","scores":"probabilities"}"#),
+            (KEY_MODEL, r#"{"name":"pets","version":"3","task":"classification"}"#),
+        ]))
+        .expect("valid contract");
+        assert_eq!(c.schema, Some(1));
+        assert_eq!(
+            c.labels.as_deref(),
+            Some(&["cat".to_string(), "dog".to_string()][..])
+        );
+        assert_eq!(c.preprocess.size, Some([224, 224]));
+        assert_eq!(c.preprocess.layout, Some(LayoutName::Nhwc));
+        assert_eq!(c.preprocess.color, Some(ColorName::Bgr));
+        assert_eq!(c.preprocess.resize, Some(ResizeName::CenterCrop));
+        assert_eq!(c.preprocess.mean, Some([1.0, 2.0, 3.0]));
+        assert_eq!(c.output.scores, Some(ScoreKind::Probabilities));
+        assert_eq!(c.model.name.as_deref(), Some("pets"));
+        assert_eq!(
+            c.model.extra.get("task"),
+            Some(&serde_json::json!("classification"))
+        );
+    }
+
+    #[test]
+    fn missing_keys_are_empty() {
+        let c = Contract::from_lookup(|_| None).expect("empty is fine");
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn malformed_key_is_named() {
+        let e = Contract::from_lookup(lookup(&[(KEY_LABELS, "[\"a\", 3")])).unwrap_err();
+        assert_eq!(e.key, KEY_LABELS);
+        let e =
+            Contract::from_lookup(lookup(&[(KEY_PREPROCESS, r#"{"resize":"zoom"}"#)])).unwrap_err();
+        assert!(e.to_string().contains("vision.preprocess"), "{e}");
+    }
+
+    #[test]
+    fn newer_schema_is_rejected() {
+        let e = Contract::from_lookup(lookup(&[(KEY_SCHEMA, "7")])).unwrap_err();
+        assert!(e.reason.contains("version 7"), "{e}");
+    }
+}
+
+/// Reads a labels file: one label per line, in class order. Trailing blank lines are ignored;
+/// a blank line in the middle is an error (it would shift every class after it).
+pub fn read_labels_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    while labels.last().is_some_and(|l| l.is_empty()) {
+        labels.pop();
+    }
+    if labels.is_empty() {
+        return Err("it holds no labels".into());
+    }
+    if let Some(i) = labels.iter().position(|l| l.is_empty()) {
+        return Err(format!("line {} is empty", i + 1));
+    }
+    Ok(labels)
+}

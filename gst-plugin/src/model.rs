@@ -1,0 +1,617 @@
+//! The model runner: loads ONNX Runtime's library, opens a session with the requested
+//! execution provider (falling back to CPU unless strict), reads the model's input/output
+//! description and contract into a [`ModelSpec`], and runs batches.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider};
+use ort::session::{Session, builder::SessionBuilder};
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use crate::contract::{Contract, ContractError, ScoreKind};
+use crate::preprocess::{ChannelOrder, Layout, Normalize, ResizeMode, SlotSpec};
+
+/// The ONNX Runtime release the set-up step installs next to the project.
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// Where `scripts/setup.sh` puts the library, relative to the workspace root.
+const PROJECT_LOCAL_LIB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../.deps/onnxruntime/lib/libonnxruntime.so"
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provider {
+    #[default]
+    Cpu,
+    Cuda,
+    TensorRt,
+    /// The best provider the loaded library has: TensorRT, then CUDA, then CPU.
+    Auto,
+}
+
+/// Everything needed to open a model; copied out of the element's settings.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerConfig {
+    pub model: PathBuf,
+    pub ort_library: Option<PathBuf>,
+    pub provider: Provider,
+    pub device_id: i32,
+    pub strict_provider: bool,
+    /// Intra-op threads; 0 lets ONNX Runtime choose.
+    pub threads: usize,
+    pub trt_fp16: bool,
+    pub trt_cache_dir: Option<PathBuf>,
+}
+
+/// User overrides of what the model's contract says (unset = take the contract's value).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub labels: Option<Vec<String>>,
+    pub resize: Option<ResizeMode>,
+    pub channels: Option<ChannelOrder>,
+    pub scale: Option<f32>,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+    pub scores: Option<ScoreKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputType {
+    F32,
+    U8,
+}
+
+/// What the element needs to know about a model, merged from the graph, its contract and the
+/// user's overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub input_name: String,
+    pub output_name: String,
+    pub input_type: InputType,
+    pub slot: SlotSpec,
+    pub normalize: Normalize,
+    pub resize: ResizeMode,
+    /// `Some(n)` when the model's batch dimension is fixed (partial batches are padded).
+    pub fixed_batch: Option<usize>,
+    pub num_classes: usize,
+    pub labels: Vec<String>,
+    pub scores: ScoreKind,
+    /// Human-readable notes on values that were assumed because neither the model nor the
+    /// user gave them; the element logs them.
+    pub assumed: Vec<String>,
+    /// Execution providers in the order the session uses them.
+    pub providers: Vec<&'static str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(
+        "could not load the ONNX Runtime library; tried: {tried}. Install it with `scripts/setup.sh`, set the `ort-library` property or the ORT_DYLIB_PATH variable to libonnxruntime.so (ONNX Runtime >= 1.22)"
+    )]
+    Library { tried: String },
+    #[error("cannot open model {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("model {path} is not an image classifier: {reason}")]
+    NotImage { path: PathBuf, reason: String },
+    #[error("model {path}: {0}", path = .1.display())]
+    Contract(ContractError, PathBuf),
+    #[error("model {path}: {reason}")]
+    Labels { path: PathBuf, reason: String },
+    #[error("execution provider {provider} is not usable: {reason}")]
+    Provider {
+        provider: &'static str,
+        reason: String,
+    },
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// Loads the ONNX Runtime library once per process, trying in order: the explicit path, the
+/// `ORT_DYLIB_PATH` variable, the project-local install, then the system's search path.
+/// Returns the path that worked.
+pub fn load_runtime(explicit: Option<&Path>) -> Result<PathBuf, ModelError> {
+    static LOADED: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = loaded.as_ref() {
+        return Ok(path.clone());
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(PathBuf::from(PROJECT_LOCAL_LIB));
+    candidates.push(PathBuf::from("libonnxruntime.so.1"));
+    candidates.push(PathBuf::from("libonnxruntime.so"));
+
+    let mut tried = Vec::new();
+    for candidate in candidates {
+        // A relative name is looked up by the dynamic loader; an absolute one must exist
+        // (checked first so that the message says "not found" rather than a dlerror).
+        if candidate.is_absolute() && !candidate.exists() {
+            tried.push(format!("{} (not found)", candidate.display()));
+            continue;
+        }
+        match ort::init_from(&candidate) {
+            Ok(builder) => {
+                let env = builder.with_name("visionclassify").build().map_err(|e| {
+                    ModelError::Library {
+                        tried: format!("{} (environment: {e})", candidate.display()),
+                    }
+                })?;
+                let _ = environment_cell().set(env);
+                *loaded = Some(candidate.clone());
+                return Ok(candidate);
+            }
+            Err(e) => tried.push(format!("{} ({e})", candidate.display())),
+        }
+    }
+    Err(ModelError::Library {
+        tried: tried.join("; "),
+    })
+}
+
+fn environment_cell() -> &'static OnceLock<Environment> {
+    static ENV: OnceLock<Environment> = OnceLock::new();
+    &ENV
+}
+
+/// An open model session plus reusable output storage.
+pub struct Runner {
+    session: Session,
+    spec: ModelSpec,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("spec", &self.spec).finish()
+    }
+}
+
+/// Result of opening a model: the runner plus warnings the element should post (provider
+/// fallbacks).
+pub struct Opened {
+    pub runner: Runner,
+    pub warnings: Vec<String>,
+}
+
+impl Runner {
+    /// Opens `config.model`. The ONNX Runtime library must have been loaded with
+    /// [`load_runtime`].
+    pub fn open(config: &RunnerConfig, overrides: &Overrides) -> Result<Opened, ModelError> {
+        let path = &config.model;
+        let open_err = |reason: String| ModelError::Open {
+            path: path.clone(),
+            reason,
+        };
+        let env = environment_cell()
+            .get()
+            .ok_or_else(|| ModelError::Library {
+                tried: "nothing (load_runtime was not called)".into(),
+            })?;
+        // Read the file ourselves first: a clear message for missing/unreadable files, and
+        // a cheap check that it is not, say, a text file.
+        let bytes = std::fs::read(path).map_err(|e| open_err(e.to_string()))?;
+        if bytes.is_empty() {
+            return Err(open_err("the file is empty".into()));
+        }
+
+        let mut builder = Session::builder(env).map_err(|e| open_err(e.to_string()))?;
+        if config.threads > 0 {
+            builder = builder
+                .with_intra_threads(config.threads)
+                .map_err(|e| open_err(e.to_string()))?;
+        }
+        let (mut builder, providers, warnings) = register_providers(builder, config)?;
+        let session = builder
+            .commit_from_memory(&bytes)
+            .map_err(|e| open_err(format!("ONNX Runtime could not load it: {e}")))?;
+
+        let contract = {
+            let meta = session
+                .metadata()
+                .map_err(|e| open_err(format!("cannot read metadata: {e}")))?;
+            Contract::from_lookup(|k| meta.custom(k))
+                .map_err(|e| ModelError::Contract(e, path.clone()))?
+        };
+        let mut spec = describe(&session, path, &contract, overrides)?;
+        spec.providers = providers;
+        Ok(Opened {
+            runner: Runner { session, spec },
+            warnings,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Runs `slots` images from `input` (which holds at least `slots` images, more when the
+    /// model's batch is fixed: those are padding) and writes `images × num_classes` scores
+    /// into `scores`, replacing its content.
+    pub fn run(
+        &mut self,
+        input: BatchInput<'_>,
+        slots: usize,
+        scores: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let n = self.spec.fixed_batch.unwrap_or(slots);
+        let slot_len = self.spec.slot.len();
+        let (c, h, w) = (
+            self.spec.slot.channel_count(),
+            self.spec.slot.height,
+            self.spec.slot.width,
+        );
+        let shape: [usize; 4] = match self.spec.slot.layout {
+            Layout::Nchw => [n, c, h, w],
+            Layout::Nhwc => [n, h, w, c],
+        };
+        let run_err = |e: ort::Error| ModelError::Run(e.to_string());
+        let too_short = || ModelError::Run(format!("batch tensor holds fewer than {n} images"));
+        let outputs = match input {
+            BatchInput::F32(data) => {
+                let data = data.get(..n * slot_len).ok_or_else(too_short)?;
+                let t = TensorRef::from_array_view((shape, data)).map_err(run_err)?;
+                self.session
+                    .run(ort::inputs![self.spec.input_name.as_str() => t])
+                    .map_err(run_err)?
+            }
+            BatchInput::U8(data) => {
+                let data = data.get(..n * slot_len).ok_or_else(too_short)?;
+                let t = TensorRef::from_array_view((shape, data)).map_err(run_err)?;
+                self.session
+                    .run(ort::inputs![self.spec.input_name.as_str() => t])
+                    .map_err(run_err)?
+            }
+        };
+        let value = outputs
+            .get(self.spec.output_name.as_str())
+            .ok_or_else(|| ModelError::Run(format!("no output {}", self.spec.output_name)))?;
+        let (_, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
+        let want = slots * self.spec.num_classes;
+        let got = data.get(..want).ok_or_else(|| {
+            ModelError::Run(format!(
+                "output has {} values, expected at least {want}",
+                data.len()
+            ))
+        })?;
+        scores.clear();
+        scores.extend_from_slice(got);
+        Ok(())
+    }
+}
+
+/// A batch tensor's storage, by element type.
+#[derive(Debug, Clone, Copy)]
+pub enum BatchInput<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+}
+
+fn register_providers(
+    mut builder: SessionBuilder,
+    config: &RunnerConfig,
+) -> Result<(SessionBuilder, Vec<&'static str>, Vec<String>), ModelError> {
+    let mut warnings = Vec::new();
+    let mut active = Vec::new();
+    let cuda = || ep::CUDA::default().with_device_id(config.device_id).build();
+    let tensorrt = || {
+        let mut trt = ep::TensorRT::default()
+            .with_device_id(config.device_id)
+            .with_fp16(config.trt_fp16);
+        if let Some(dir) = &config.trt_cache_dir {
+            trt = trt
+                .with_engine_cache(true)
+                .with_engine_cache_path(dir.display())
+                .with_timing_cache(true)
+                .with_timing_cache_path(dir.display());
+        }
+        trt.build()
+    };
+    let wanted: Vec<(&'static str, bool, ep::ExecutionProviderDispatch)> = match config.provider {
+        Provider::Cpu => vec![],
+        Provider::Cuda => vec![("CUDA", available::<ep::CUDA>(), cuda())],
+        // TensorRT leaves the nodes it cannot take to CUDA, then CPU.
+        Provider::TensorRt => vec![
+            ("TensorRT", available::<ep::TensorRT>(), tensorrt()),
+            ("CUDA", available::<ep::CUDA>(), cuda()),
+        ],
+        Provider::Auto => vec![
+            ("TensorRT", available::<ep::TensorRT>(), tensorrt()),
+            ("CUDA", available::<ep::CUDA>(), cuda()),
+        ],
+    };
+    let requested = wanted.first().map(|w| w.0);
+    for (name, is_available, dispatch) in wanted {
+        let failure = if !is_available {
+            Some("the loaded ONNX Runtime library was built without it (the GPU build comes from the onnxruntime-gpu wheel)".to_string())
+        } else {
+            dispatch.register(&mut builder).err().map(|e| e.to_string())
+        };
+        match failure {
+            None => active.push(name),
+            Some(reason) => {
+                // Strict applies to the provider the user named; the CUDA helper behind
+                // TensorRT and everything under `auto` are best effort.
+                if config.strict_provider
+                    && Some(name) == requested
+                    && config.provider != Provider::Auto
+                {
+                    return Err(ModelError::Provider {
+                        provider: name,
+                        reason,
+                    });
+                }
+                if config.provider != Provider::Auto {
+                    warnings.push(format!(
+                        "execution provider {name} is not usable ({reason}); falling back"
+                    ));
+                }
+            }
+        }
+    }
+    if config.strict_provider && config.provider == Provider::Auto && active.is_empty() {
+        return Err(ModelError::Provider {
+            provider: "auto",
+            reason: "neither TensorRT nor CUDA is usable".into(),
+        });
+    }
+    if config.provider != Provider::Cpu && active.is_empty() {
+        warnings.push("running on the CPU execution provider".into());
+    }
+    active.push("CPU");
+    Ok((builder, active, warnings))
+}
+
+fn available<E: ExecutionProvider>() -> bool {
+    E::is_available().unwrap_or(false)
+}
+
+/// Reads the input/output description of `session` and merges contract and overrides.
+fn describe(
+    session: &Session,
+    path: &Path,
+    contract: &Contract,
+    overrides: &Overrides,
+) -> Result<ModelSpec, ModelError> {
+    let not_image = |reason: String| ModelError::NotImage {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut assumed = Vec::new();
+    if contract.is_empty() {
+        assumed.push("the model has no vision.* metadata; using properties and defaults".into());
+    }
+    let input = match session.inputs() {
+        [one] => one,
+        [] => return Err(not_image("it has no input".into())),
+        many => {
+            return Err(not_image(format!(
+                "it has {} inputs, an image classifier has one",
+                many.len()
+            )));
+        }
+    };
+    let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
+        return Err(not_image(format!(
+            "input `{}` is not a tensor",
+            input.name()
+        )));
+    };
+    let input_type = match ty {
+        TensorElementType::Float32 => InputType::F32,
+        TensorElementType::Uint8 => InputType::U8,
+        other => {
+            return Err(not_image(format!(
+                "input `{}` has element type {other:?}; supported are float32 and uint8",
+                input.name()
+            )));
+        }
+    };
+    let dims: &[i64] = shape;
+    if dims.len() != 4 {
+        return Err(not_image(format!(
+            "input `{}` has shape {dims:?}; an image input has 4 dimensions (NCHW or NHWC)",
+            input.name()
+        )));
+    }
+    let is_channels = |d: i64| d == 1 || d == 3;
+    let layout = match contract.preprocess.layout {
+        Some(l) => l.into(),
+        None if is_channels(dims[1]) => Layout::Nchw,
+        None if is_channels(dims[3]) => Layout::Nhwc,
+        None => {
+            return Err(not_image(format!(
+                "input `{}` has shape {dims:?}: neither dimension 1 nor 3 is 1 or 3 channels",
+                input.name()
+            )));
+        }
+    };
+    let (c, h, w) = match layout {
+        Layout::Nchw => (dims[1], dims[2], dims[3]),
+        Layout::Nhwc => (dims[3], dims[1], dims[2]),
+    };
+    if !is_channels(c) {
+        return Err(not_image(format!(
+            "input `{}` has shape {dims:?}: {c} channels in {layout:?} layout; 1 or 3 are supported",
+            input.name()
+        )));
+    }
+    let size = |dim: i64, idx: usize, what: &str| -> Result<usize, ModelError> {
+        if dim > 0 {
+            return Ok(dim as usize);
+        }
+        contract.preprocess.size.map(|s| s[idx]).ok_or_else(|| {
+            not_image(format!(
+                "input {what} is dynamic and vision.preprocess gives no size"
+            ))
+        })
+    };
+    let height = size(h, 0, "height")?;
+    let width = size(w, 1, "width")?;
+
+    let channels = match (
+        c,
+        overrides
+            .channels
+            .or(contract.preprocess.color.map(Into::into)),
+    ) {
+        (1, _) => ChannelOrder::Gray,
+        (_, Some(ChannelOrder::Gray)) => {
+            return Err(not_image(
+                "vision.preprocess says GRAY but the input has 3 channels".into(),
+            ));
+        }
+        (_, Some(order)) => order,
+        (_, None) => {
+            assumed.push("channel order RGB".into());
+            ChannelOrder::Rgb
+        }
+    };
+    let fixed_batch = (dims[0] > 0).then_some(dims[0] as usize);
+
+    let output_name = match &contract.output.name {
+        Some(name) => {
+            if !session.outputs().iter().any(|o| o.name() == name) {
+                return Err(not_image(format!(
+                    "vision.output names `{name}`, which is not an output"
+                )));
+            }
+            name.clone()
+        }
+        None => session
+            .outputs()
+            .first()
+            .map(|o| o.name().to_string())
+            .ok_or_else(|| not_image("it has no output".into()))?,
+    };
+    let Some(ValueType::Tensor {
+        ty: out_ty,
+        shape: out_shape,
+        ..
+    }) = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == output_name)
+        .map(|o| o.dtype())
+    else {
+        return Err(not_image(format!("output `{output_name}` is not a tensor")));
+    };
+    if *out_ty != TensorElementType::Float32 {
+        return Err(not_image(format!(
+            "output `{output_name}` has element type {out_ty:?}; float32 scores are supported"
+        )));
+    }
+    let out_dims: &[i64] = out_shape;
+    // Scores are [N, classes] or [N, classes, 1, 1]: the class count is the product of the
+    // non-batch dimensions.
+    let num_classes = out_dims
+        .iter()
+        .skip(1)
+        .try_fold(1usize, |acc, &d| (d > 0).then(|| acc * d as usize));
+    let num_classes = match num_classes {
+        Some(n) if n > 0 && !out_dims.is_empty() => n,
+        _ => match overrides.labels.as_ref().or(contract.labels.as_ref()) {
+            Some(l) => l.len(),
+            None => {
+                return Err(not_image(format!(
+                    "output `{output_name}` has shape {out_dims:?}; the class count is unknown and no labels are given"
+                )));
+            }
+        },
+    };
+
+    let labels = match (&overrides.labels, &contract.labels) {
+        (Some(l), _) | (None, Some(l)) => {
+            if l.len() != num_classes {
+                let source = if overrides.labels.is_some() {
+                    "the labels file"
+                } else {
+                    "vision.labels"
+                };
+                return Err(ModelError::Labels {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "{source} has {} labels but the model outputs {num_classes} classes",
+                        l.len()
+                    ),
+                });
+            }
+            l.clone()
+        }
+        (None, None) => {
+            assumed.push("labels are class numbers".into());
+            (0..num_classes).map(|i| i.to_string()).collect()
+        }
+    };
+
+    let mut pick = |what: &str, o: Option<f32>, c: Option<f32>, default: f32| {
+        o.or(c).unwrap_or_else(|| {
+            assumed.push(format!("{what} {default}"));
+            default
+        })
+    };
+    let default_scale = if input_type == InputType::U8 {
+        1.0
+    } else {
+        1.0 / 255.0
+    };
+    let scale = pick(
+        "scale",
+        overrides.scale,
+        contract.preprocess.scale,
+        default_scale,
+    );
+    let mean = overrides
+        .mean
+        .or(contract.preprocess.mean)
+        .unwrap_or([0.0; 3]);
+    let std = overrides
+        .std
+        .or(contract.preprocess.std)
+        .unwrap_or([1.0; 3]);
+    let resize = overrides
+        .resize
+        .or(contract.preprocess.resize.map(Into::into))
+        .unwrap_or_default();
+    let scores = overrides
+        .scores
+        .or(contract.output.scores)
+        .unwrap_or_else(|| {
+            assumed.push("scores are logits (softmax applied)".into());
+            ScoreKind::Logits
+        });
+    let name = contract
+        .model
+        .name
+        .clone()
+        .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".into());
+
+    Ok(ModelSpec {
+        name,
+        input_name: input.name().to_string(),
+        output_name,
+        input_type,
+        slot: SlotSpec {
+            layout,
+            width,
+            height,
+            channels,
+        },
+        normalize: Normalize { scale, mean, std },
+        resize,
+        fixed_batch,
+        num_classes,
+        labels,
+        scores,
+        assumed,
+        providers: Vec::new(),
+    })
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# One idempotent set-up step for a fresh Debian 12/13 or Ubuntu 22.04/24.04 machine (run as root,
+# or with sudo available). Installs only what is missing:
+#   - GStreamer development files, tools, base/good plugins (and gst-check)
+#   - OpenCV development files for the modules we use (core, imgproc, imgcodecs) + clang for the bindings
+#   - mosquitto broker and clients
+#   - ONNX Runtime's shared library, taken from the PyPI `onnxruntime` wheel, into .deps/onnxruntime/
+#   - the small real data the tests and demo use (photos from the PyPI scikit-image wheel), into .deps/data/
+# A second run takes seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="$ROOT/.deps"
+ORT_VERSION="${ORT_VERSION:-1.31.1}"
+SKIMAGE_VERSION="${SKIMAGE_VERSION:-0.24.0}"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: run as root or install sudo" >&2; exit 1; }
+  SUDO="sudo"
+fi
+
+APT_PACKAGES=(
+  pkg-config build-essential clang libclang-dev
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  mosquitto mosquitto-clients
+  python3 python3-pip unzip ca-certificates
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "Debian packages: all present"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: a Rust toolchain >= 1.85 (cargo) is needed; install it with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+
+# pip download of one wheel, unpacked with Python's zipfile (no pip install into the system).
+fetch_wheel() { # name version dest
+  local name="$1" version="$2" dest="$3" tmp
+  tmp="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$name==$version" \
+    || python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 -d "$tmp" "$name==$version"
+  python3 - "$tmp" "$dest" <<'PY'
+import sys, zipfile, glob, os
+tmp, dest = sys.argv[1], sys.argv[2]
+os.makedirs(dest, exist_ok=True)
+for whl in glob.glob(os.path.join(tmp, "*.whl")):
+    zipfile.ZipFile(whl).extractall(dest)
+PY
+  rm -rf "$tmp"
+}
+
+ORT_DIR="$DEPS/onnxruntime"
+if [ ! -e "$ORT_DIR/lib/libonnxruntime.so.$ORT_VERSION" ]; then
+  log "fetching ONNX Runtime $ORT_VERSION from the PyPI onnxruntime wheel"
+  rm -rf "$ORT_DIR/wheel"
+  fetch_wheel onnxruntime "$ORT_VERSION" "$ORT_DIR/wheel"
+  mkdir -p "$ORT_DIR/lib"
+  cp "$ORT_DIR/wheel/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/lib/"
+  cp "$ORT_DIR/wheel/onnxruntime/capi/"libonnxruntime_providers_shared.so "$ORT_DIR/lib/" 2>/dev/null || true
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/lib/libonnxruntime.so"
+  rm -rf "$ORT_DIR/wheel"
+else
+  log "ONNX Runtime $ORT_VERSION: present"
+fi
+
+DATA="$DEPS/data"
+if [ ! -e "$DATA/photos/chelsea.png" ]; then
+  log "fetching real photos from the PyPI scikit-image $SKIMAGE_VERSION wheel"
+  rm -rf "$DATA/skimage-wheel"
+  fetch_wheel scikit-image "$SKIMAGE_VERSION" "$DATA/skimage-wheel"
+  mkdir -p "$DATA/photos"
+  for f in chelsea.png coffee.png astronaut.png rocket.jpg motorcycle_left.png; do
+    cp "$DATA/skimage-wheel/skimage/data/$f" "$DATA/photos/" 2>/dev/null || true
+  done
+  rm -rf "$DATA/skimage-wheel"
+else
+  log "photos: present"
+fi
+log "done"
