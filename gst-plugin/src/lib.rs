@@ -13,7 +13,21 @@ pub mod model;
 pub mod preprocess;
 pub mod scores;
 
+static PLUGIN_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Directory of the plugin's shared library when it was loaded from a file (not when it was
+/// registered statically); project-local ONNX Runtime candidates are relative to it.
+pub(crate) fn plugin_dir() -> Option<std::path::PathBuf> {
+    PLUGIN_DIR.get().cloned()
+}
+
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    if let Some(dir) = plugin
+        .filename()
+        .and_then(|f| f.parent().map(|p| p.to_path_buf()))
+    {
+        let _ = PLUGIN_DIR.set(dir);
+    }
     classify::register(plugin)
 }
 

@@ -16,11 +16,23 @@ use crate::preprocess::{ChannelOrder, Layout, Normalize, ResizeMode, SlotSpec};
 /// The ONNX Runtime release the set-up step installs next to the project.
 pub const ORT_VERSION: &str = "1.31.1";
 
-/// Where `scripts/setup.sh` puts the library, relative to the workspace root.
-const PROJECT_LOCAL_LIB: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../.deps/onnxruntime/lib/libonnxruntime.so"
-);
+/// Where a project-local library may be, relative to the directory of the plugin's own
+/// shared library: installed next to it (`onnxruntime/`, as the Docker images do), or in the
+/// source tree's `.deps/` when the plugin runs from `target/{debug,release}/`.
+pub fn project_local_candidates(plugin_dir: &Path) -> Vec<PathBuf> {
+    vec![
+        plugin_dir.join("onnxruntime/libonnxruntime.so"),
+        plugin_dir.join("../../.deps/onnxruntime/lib/libonnxruntime.so"),
+    ]
+}
+
+/// The library loaded in this process and what failed before it was found.
+#[derive(Debug, Clone)]
+pub struct LoadedRuntime {
+    pub path: PathBuf,
+    /// Candidates tried before `path`, each with the reason it failed.
+    pub skipped: Vec<String>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Provider {
@@ -111,13 +123,16 @@ pub enum ModelError {
 }
 
 /// Loads the ONNX Runtime library once per process, trying in order: the explicit path, the
-/// `ORT_DYLIB_PATH` variable, the project-local install, then the system's search path.
-/// Returns the path that worked.
-pub fn load_runtime(explicit: Option<&Path>) -> Result<PathBuf, ModelError> {
-    static LOADED: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// `ORT_DYLIB_PATH` variable, the project-local candidates, then the system's search path.
+/// Later calls return the library already loaded.
+pub fn load_runtime(
+    explicit: Option<&Path>,
+    project_local: &[PathBuf],
+) -> Result<LoadedRuntime, ModelError> {
+    static LOADED: Mutex<Option<LoadedRuntime>> = Mutex::new(None);
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = loaded.as_ref() {
-        return Ok(path.clone());
+    if let Some(done) = loaded.as_ref() {
+        return Ok(done.clone());
     }
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = explicit {
@@ -126,7 +141,7 @@ pub fn load_runtime(explicit: Option<&Path>) -> Result<PathBuf, ModelError> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         candidates.push(PathBuf::from(p));
     }
-    candidates.push(PathBuf::from(PROJECT_LOCAL_LIB));
+    candidates.extend(project_local.iter().cloned());
     candidates.push(PathBuf::from("libonnxruntime.so.1"));
     candidates.push(PathBuf::from("libonnxruntime.so"));
 
@@ -146,8 +161,12 @@ pub fn load_runtime(explicit: Option<&Path>) -> Result<PathBuf, ModelError> {
                     }
                 })?;
                 let _ = environment_cell().set(env);
-                *loaded = Some(candidate.clone());
-                return Ok(candidate);
+                let done = LoadedRuntime {
+                    path: candidate,
+                    skipped: tried,
+                };
+                *loaded = Some(done.clone());
+                return Ok(done);
             }
             Err(e) => tried.push(format!("{} ({e})", candidate.display())),
         }

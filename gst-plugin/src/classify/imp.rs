@@ -595,23 +595,33 @@ impl VisionClassify {
                 ("property `model` is not set: give the path of an .onnx classifier")
             ));
         };
-        let lib = model::load_runtime(settings.ort_library.as_deref())
+        let plugin_dir = crate::plugin_dir();
+        let local = plugin_dir
+            .as_deref()
+            .map(model::project_local_candidates)
+            .unwrap_or_default();
+        let lib = model::load_runtime(settings.ort_library.as_deref(), &local)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{e}")))?;
         gst::info!(
             CAT,
             imp = self,
             "ONNX Runtime loaded from {}",
-            lib.display()
+            lib.path.display()
         );
         if let Some(wanted) = &settings.ort_library
-            && *wanted != lib
+            && *wanted != lib.path
         {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "ort-library {} ignored: {} was already loaded in this process",
-                wanted.display(),
-                lib.display()
+            let why = lib.skipped.first().cloned().unwrap_or_else(|| {
+                format!("{} was loaded earlier in this process", lib.path.display())
+            });
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Init,
+                (
+                    "ort-library {} not used: {why}; using {}",
+                    wanted.display(),
+                    lib.path.display()
+                )
             );
         }
 
