@@ -183,6 +183,23 @@ impl From<ResizeName> for ResizeMode {
     }
 }
 
+/// Reads a labels file: one label per line, in class order. Trailing blank lines are ignored;
+/// a blank line in the middle is an error (it would shift every class after it).
+pub fn read_labels_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    while labels.last().is_some_and(|l| l.is_empty()) {
+        labels.pop();
+    }
+    if labels.is_empty() {
+        return Err("it holds no labels".into());
+    }
+    if let Some(i) = labels.iter().position(|l| l.is_empty()) {
+        return Err(format!("line {} is empty", i + 1));
+    }
+    Ok(labels)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,21 +264,4 @@ mod tests {
         let e = Contract::from_lookup(lookup(&[(KEY_SCHEMA, "7")])).unwrap_err();
         assert!(e.reason.contains("version 7"), "{e}");
     }
-}
-
-/// Reads a labels file: one label per line, in class order. Trailing blank lines are ignored;
-/// a blank line in the middle is an error (it would shift every class after it).
-pub fn read_labels_file(path: &std::path::Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
-    while labels.last().is_some_and(|l| l.is_empty()) {
-        labels.pop();
-    }
-    if labels.is_empty() {
-        return Err("it holds no labels".into());
-    }
-    if let Some(i) = labels.iter().position(|l| l.is_empty()) {
-        return Err(format!("line {} is empty", i + 1));
-    }
-    Ok(labels)
 }

@@ -231,7 +231,7 @@ fn cv_err(context: &'static str) -> impl FnOnce(opencv::Error) -> PreprocessErro
 }
 
 /// Converts frames into slots of one model input. Holds scratch images that are reused from
-/// frame to frame, so keep one per stream (it is `Send`, not `Sync`).
+/// frame to frame, so keep one per stream (it is `Send`, so it can live in element state).
 pub struct Preprocessor {
     spec: SlotSpec,
     normalize: Normalize,

@@ -309,7 +309,7 @@ impl VisionClassify {
             if ret && let gst::QueryViewMut::Allocation(q) = query.view_mut() {
                 // We hold up to `held` buffers: pools must allow that many more, or
                 // upstream would starve waiting for a buffer we keep.
-                let pools: Vec<_> = q.allocation_pools().into_iter().collect();
+                let pools: Vec<_> = q.allocation_pools().collect();
                 for (i, (pool, size, min, max)) in pools.into_iter().enumerate() {
                     let max = if max == 0 { 0 } else { max + held };
                     q.set_nth_allocation_pool(i as u32, pool.as_ref(), size, min + held, max);
