@@ -17,10 +17,7 @@ SKIMAGE_VERSION="${SKIMAGE_VERSION:-0.24.0}"
 log() { printf '[setup] %s\n' "$*"; }
 
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "setup: run as root or install sudo" >&2; exit 1; }
-  SUDO="sudo"
-fi
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 APT_PACKAGES=(
   pkg-config build-essential clang libclang-dev
@@ -37,6 +34,10 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
+  if [ -n "$SUDO" ] && ! command -v sudo >/dev/null; then
+    echo "setup: these packages are missing and installing them needs root or sudo: ${missing[*]}" >&2
+    exit 1
+  fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -114,6 +114,55 @@ pub fn from_structure(s: &gst::StructureRef) -> Option<FrameResult> {
     })
 }
 
+/// GStreamer's own analytics representation (GStreamer >= 1.24, crate feature `v1_24`): one
+/// classification (`GstAnalyticsClsMtd`) per result, holding the reported classes with their
+/// confidences and labels as quarks, in a `GstAnalyticsRelationMeta`. Nothing is added when no
+/// class reached the threshold.
+#[cfg(feature = "v1_24")]
+pub mod analytics {
+    use gst::glib;
+    use gst_analytics::{
+        AnalyticsClassificationMtd, AnalyticsMetaRefExt, AnalyticsRelationMeta,
+        AnalyticsRelationMetaClassificationExt,
+    };
+
+    use super::FrameResult;
+
+    pub fn write(buffer: &mut gst::BufferRef, r: &FrameResult) -> Result<(), glib::BoolError> {
+        let classes = &r.classification.classes;
+        if classes.is_empty() {
+            return Ok(());
+        }
+        let levels: Vec<f32> = classes.iter().map(|c| c.confidence).collect();
+        let quarks: Vec<glib::Quark> = classes
+            .iter()
+            .map(|c| glib::Quark::from_str(c.label.as_ref()))
+            .collect();
+        let mut meta = match buffer.meta::<AnalyticsRelationMeta>() {
+            Some(_) => buffer
+                .meta_mut::<AnalyticsRelationMeta>()
+                .ok_or_else(|| glib::bool_error!("analytics meta vanished"))?,
+            None => AnalyticsRelationMeta::add(buffer),
+        };
+        meta.add_cls_mtd(&levels, &quarks)?;
+        Ok(())
+    }
+
+    /// Every classification on the buffer as (label, confidence) lists, one per mtd.
+    pub fn read(buffer: &gst::BufferRef) -> Vec<Vec<(String, f32)>> {
+        let Some(meta) = buffer.meta::<AnalyticsRelationMeta>() else {
+            return Vec::new();
+        };
+        meta.iter::<AnalyticsClassificationMtd>()
+            .map(|cls| {
+                (0..cls.len())
+                    .map(|i| (cls.quark(i).as_str().to_string(), cls.level(i)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,7 +193,12 @@ mod tests {
         };
         let mut buffer = gst::Buffer::new();
         write(buffer.get_mut().expect("writable"), &r).expect("meta added");
-        assert_eq!(read(&buffer), Some(r));
+        assert_eq!(read(&buffer), Some(r.clone()));
         assert_eq!(read(&gst::Buffer::new()), None);
+        #[cfg(feature = "v1_24")]
+        {
+            analytics::write(buffer.get_mut().expect("writable"), &r).expect("analytics");
+            assert_eq!(analytics::read(&buffer), vec![vec![("red".to_string(), 0.75)]]);
+        }
     }
 }

@@ -121,6 +121,20 @@ fn passes_frames_through_untouched_with_meta() {
 
 use std::str::FromStr;
 
+/// With `v1_24`, the same result is also readable as GStreamer analytics classification.
+#[cfg(feature = "v1_24")]
+#[test]
+fn analytics_classification_meta_is_attached() {
+    let mut h = harness("color3.onnx", &[("top-k", "2")], RGB_64X48);
+    h.push(rgb_frame(64, 48, BLUE, 0)).expect("push");
+    let out = h.pull().expect("pull");
+    let cls = meta::analytics::read(&out);
+    assert_eq!(cls.len(), 1, "one classification per result: {cls:?}");
+    assert_eq!(cls[0].len(), 2);
+    assert_eq!(cls[0][0].0, "blue");
+    assert!(cls[0][0].1 > 0.99);
+}
+
 #[test]
 fn batches_keep_order_and_timestamps_and_eos_drains_the_partial_batch() {
     let mut h = harness(
@@ -195,6 +209,7 @@ fn flush_drops_the_pending_batch_cleanly() {
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
     // Sticky events are resent after a flush as a real source would.
+    assert!(h.push_event(gst::event::StreamStart::new("after-flush")));
     h.set_src_caps_str(RGB_64X48);
     let segment = gst::FormattedSegment::<gst::ClockTime>::new();
     assert!(h.push_event(gst::event::Segment::new(&segment)));

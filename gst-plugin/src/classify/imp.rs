@@ -521,8 +521,13 @@ impl VisionClassify {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         if let Some(r) = result {
             // Writable only for the meta: a shallow copy if shared, never a pixel copy.
-            if let Err(e) = meta::write(buffer.make_mut(), r) {
+            let writable = buffer.make_mut();
+            if let Err(e) = meta::write(writable, r) {
                 gst::warning!(CAT, imp = self, "cannot attach meta: {e}");
+            }
+            #[cfg(feature = "v1_24")]
+            if let Err(e) = meta::analytics::write(writable, r) {
+                gst::warning!(CAT, imp = self, "cannot attach analytics meta: {e}");
             }
             if post && !r.reused {
                 self.post_result(&buffer, r);

@@ -1,0 +1,348 @@
+//! `vision-bench`: throughput of `visionclassify` against a bare ONNX Runtime session on the
+//! same model, with the same threads and batch size, measured in one process.
+//!
+//! ```text
+//! cargo run --release -p vision-bench -- [--model PATH] [--frames N] [--batch B | --batches 1,4,8]
+//!     [--threads T | --threads 1,2] [--width 1920 --height 1080] [--format RGB|I420|NV12|...]
+//!     [--rounds R] [--batch-timeout MS] [--ort-library PATH] [--per-thread]
+//! ```
+//!
+//! For each (threads, batch) it measures, `--rounds` times and interleaved:
+//! (a) `appsrc ! visionclassify ! fakesink sync=false` fed with pre-made frames, from the
+//! first push to EOS on the bus; (b) `gstvision::model::Runner` on a pre-filled tensor;
+//! (c) the element's preprocessing alone, per frame. It prints the medians.
+
+mod bare;
+mod cpu;
+mod element;
+mod frames;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::frames::Frames;
+
+const USAGE: &str = "\
+usage: vision-bench [options]
+  --model PATH          ONNX classifier (default: tests/data/bench/convnet224.onnx)
+  --frames N            timed frames per run (default 300)
+  --batch B             batch-size (default 1)
+  --batches 1,4,8       several batch sizes in one go (instead of --batch)
+  --threads T           ONNX Runtime intra-op threads, or a list such as 1,2 (default 1)
+  --width W --height H  frame size (default 1920x1080)
+  --format F            GStreamer video format of the frames (default RGB; e.g. I420, NV12)
+  --rounds R            interleaved repetitions; medians are reported (default 3)
+  --batch-timeout MS    visionclassify batch-timeout (default 50)
+  --ort-library PATH    libonnxruntime.so (default: $ORT_DYLIB_PATH, else the project's .deps)
+  --per-thread          after each element run, print its CPU time per thread (to stderr)";
+
+/// One measured configuration, shared by the element and the bare session.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub frames: usize,
+    pub batch: usize,
+    pub threads: usize,
+    pub batch_timeout_ms: u32,
+    /// Print the element's CPU time per thread after each run.
+    pub per_thread: bool,
+}
+
+struct Args {
+    model: PathBuf,
+    ort_library: PathBuf,
+    frames: usize,
+    batches: Vec<usize>,
+    threads: Vec<usize>,
+    width: u32,
+    height: u32,
+    format: String,
+    rounds: usize,
+    batch_timeout_ms: u32,
+    per_thread: bool,
+}
+
+impl Args {
+    fn parse() -> Result<Self> {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = manifest.parent().unwrap_or(manifest);
+        let mut args = Self {
+            model: root.join("tests/data/bench/convnet224.onnx"),
+            ort_library: std::env::var_os("ORT_DYLIB_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join(".deps/onnxruntime/lib/libonnxruntime.so")),
+            frames: 300,
+            batches: vec![1],
+            threads: vec![1],
+            width: 1920,
+            height: 1080,
+            format: "RGB".into(),
+            rounds: 3,
+            batch_timeout_ms: 50,
+            per_thread: false,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            if flag == "-h" || flag == "--help" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            if flag == "--per-thread" {
+                args.per_thread = true;
+                continue;
+            }
+            let value = it
+                .next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+            let bad = || format!("{flag} {value}: not a valid value\n{USAGE}");
+            match flag.as_str() {
+                "--model" => args.model = value.into(),
+                "--ort-library" => args.ort_library = value.into(),
+                "--frames" => args.frames = value.parse().with_context(bad)?,
+                "--batch" | "--batches" => args.batches = list(&value).with_context(bad)?,
+                "--threads" => args.threads = list(&value).with_context(bad)?,
+                "--width" => args.width = value.parse().with_context(bad)?,
+                "--height" => args.height = value.parse().with_context(bad)?,
+                "--format" => args.format = value,
+                "--rounds" => args.rounds = value.parse().with_context(bad)?,
+                "--batch-timeout" => args.batch_timeout_ms = value.parse().with_context(bad)?,
+                _ => bail!("unknown option {flag}\n{USAGE}"),
+            }
+        }
+        if args.frames == 0 || args.rounds == 0 {
+            bail!("--frames and --rounds must be at least 1");
+        }
+        if args.batches.contains(&0) {
+            bail!("batch sizes must be at least 1");
+        }
+        Ok(args)
+    }
+}
+
+/// `1,4,8` → [1, 4, 8].
+fn list(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|v| v.trim().parse().map_err(Into::into))
+        .collect()
+}
+
+/// One configuration's rounds.
+struct Row {
+    config: Config,
+    element: Vec<element::ElementRun>,
+    bare: Vec<bare::BareRun>,
+    /// Wall and CPU milliseconds per frame.
+    preprocess_ms: Vec<(f64, f64)>,
+}
+
+impl Row {
+    fn element_median(&self, field: impl Fn(&element::ElementRun) -> f64) -> f64 {
+        median(self.element.iter().map(field))
+    }
+
+    fn bare_median(&self, field: impl Fn(&bare::BareRun) -> f64) -> f64 {
+        median(self.bare.iter().map(field))
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse()?;
+    gst::init().context("cannot initialise GStreamer")?;
+    gstvision::plugin_register_static().context("cannot register the vision plugin")?;
+    // Loaded once for the process; the element's `ort-library` then names the same file.
+    let runtime = gstvision::model::load_runtime(Some(&args.ort_library), &[])
+        .context("cannot load ONNX Runtime")?;
+    if runtime.path != args.ort_library {
+        bail!(
+            "ONNX Runtime came from {} instead of {}",
+            runtime.path.display(),
+            args.ort_library.display()
+        );
+    }
+    let load_before = load_average();
+    let frames = Frames::make(&args.format, args.width, args.height)?;
+    let spec = bare::open(&args.model, &args.ort_library, 1)?
+        .spec()
+        .clone();
+
+    let mut rows: Vec<Row> = args
+        .threads
+        .iter()
+        .flat_map(|&threads| {
+            args.batches.iter().map(move |&batch| Config {
+                frames: args.frames,
+                batch,
+                threads,
+                batch_timeout_ms: args.batch_timeout_ms,
+                per_thread: args.per_thread,
+            })
+        })
+        .map(|config| Row {
+            config,
+            element: Vec::new(),
+            bare: Vec::new(),
+            preprocess_ms: Vec::new(),
+        })
+        .collect();
+
+    // Rounds outermost, so slow drift of the machine spreads over every configuration; the
+    // order of (a) and (b) alternates so neither always runs on a warmer cache.
+    for round in 0..args.rounds {
+        for row in &mut rows {
+            let c = row.config;
+            let element_first = round % 2 == 0;
+            for step in 0..2 {
+                if (step == 0) == element_first {
+                    let e = element::run(&frames, &args.model, &args.ort_library, &c, 2 * c.batch)
+                        .with_context(|| {
+                            format!("element, threads {} batch {}", c.threads, c.batch)
+                        })?;
+                    row.element.push(e);
+                } else {
+                    let b =
+                        bare::run(&args.model, &args.ort_library, &c, 2).with_context(|| {
+                            format!("bare, threads {} batch {}", c.threads, c.batch)
+                        })?;
+                    row.bare.push(b);
+                }
+            }
+            let runner = bare::open(&args.model, &args.ort_library, c.threads)?;
+            row.preprocess_ms
+                .push(bare::preprocess_ms(&runner, &frames, args.frames.min(100))?);
+            eprintln!(
+                "round {}/{}  threads {} batch {}: element {:.1} fps, bare {:.1} fps",
+                round + 1,
+                args.rounds,
+                c.threads,
+                c.batch,
+                row.element.last().map_or(f64::NAN, |e| e.fps),
+                row.bare.last().map_or(f64::NAN, |b| b.fps),
+            );
+        }
+    }
+
+    println!();
+    println!("visionclassify vs bare ONNX Runtime session (same model, threads, batch)");
+    println!(
+        "model    {} ({}, input {}x{} {:?}, {} classes)",
+        args.model.display(),
+        spec.name,
+        spec.slot.width,
+        spec.slot.height,
+        spec.slot.layout,
+        spec.num_classes
+    );
+    println!(
+        "frames   {} timed per run, {}x{} {}, {} distinct; batch-timeout {} ms; median of {} rounds",
+        args.frames,
+        args.width,
+        args.height,
+        args.format,
+        frames.buffers.len(),
+        args.batch_timeout_ms,
+        args.rounds
+    );
+    println!("ORT      {}", runtime.path.display());
+    println!(
+        "cpus     {} available",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    println!(
+        "threads batch | element fps   bare fps  element/bare  (per round)       | infer ms/batch: element   bare"
+    );
+    let mut below = Vec::new();
+    for row in &rows {
+        let c = row.config;
+        let (element_fps, bare_fps) = (row.element_median(|e| e.fps), row.bare_median(|b| b.fps));
+        let ratio = element_fps / bare_fps;
+        if ratio < 0.97 {
+            below.push(format!("threads {} batch {}", c.threads, c.batch));
+        }
+        let per_round: Vec<String> = row
+            .element
+            .iter()
+            .zip(&row.bare)
+            .map(|(e, b)| format!("{:.2}", e.fps / b.fps))
+            .collect();
+        println!(
+            "{:>7} {:>5} | {:>11.1} {:>10.1} {:>13.3}  {:<17} | {:>22.2} {:>6.2}",
+            c.threads,
+            c.batch,
+            element_fps,
+            bare_fps,
+            ratio,
+            per_round.join(" "),
+            row.element_median(|e| e.inference_ms),
+            row.bare_median(|b| b.inference_ms),
+        );
+    }
+    println!();
+    println!(
+        "cost per frame, ms   | cpu (all threads): element   bare | waiting for a cpu: element   bare | preprocess alone: wall    cpu"
+    );
+    for row in &rows {
+        let c = row.config;
+        println!(
+            "threads {:>2} batch {:>3} | {:>26.2} {:>6.2} | {:>26.2} {:>6.2} | {:>22.2} {:>6.2}",
+            c.threads,
+            c.batch,
+            row.element_median(|e| e.cpu_ms),
+            row.bare_median(|b| b.cpu_ms),
+            row.element_median(|e| e.wait_ms),
+            row.bare_median(|b| b.wait_ms),
+            median(row.preprocess_ms.iter().map(|p| p.0)),
+            median(row.preprocess_ms.iter().map(|p| p.1)),
+        );
+    }
+    println!();
+    if below.is_empty() {
+        println!("target element/bare >= 0.97: met for every row");
+    } else {
+        println!(
+            "target element/bare >= 0.97: NOT met for {}",
+            below.join(", ")
+        );
+    }
+    println!(
+        "load     {} (start) -> {} (end)",
+        load_before,
+        load_average()
+    );
+    println!("peak RSS (VmHWM): {}", peak_rss());
+    Ok(())
+}
+
+/// The process's peak resident set, as /proc/self/status reports it.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().strip_suffix(" kB"))
+                .and_then(|kb| kb.trim().parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "unknown".into(),
+            |kb| format!("{:.0} MiB", kb as f64 / 1024.0),
+        )
+}
+
+/// The 1-minute load average, to judge how much other work shared the machine.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}

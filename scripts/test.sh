@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing (scripts/setup.sh), builds the plugin that the
+# end-to-end tests load with gst-launch-1.0, and runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup.sh
+cargo build -p gst-plugin-vision
+cargo test --workspace "$@"
