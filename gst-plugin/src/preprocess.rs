@@ -240,7 +240,13 @@ pub struct Preprocessor {
     /// Resize targets, one per plane. `cv::resize` calls `Mat::create`, which keeps the buffer
     /// when size and type are unchanged, so steady state does not allocate pixel memory.
     scratch: [core::Mat; 3],
+    /// Intermediate images of a large downscale (see [`stage`]), reused the same way.
+    halving: Halving,
 }
+
+/// Two ping-pong images for the exact 2× area reductions of a large downscale.
+#[derive(Default)]
+struct Halving([core::Mat; 2]);
 
 impl Preprocessor {
     pub fn new(spec: SlotSpec, normalize: Normalize, mode: ResizeMode) -> Self {
@@ -254,6 +260,7 @@ impl Preprocessor {
                 core::Mat::default(),
                 core::Mat::default(),
             ],
+            halving: Halving::default(),
         }
     }
 
@@ -306,12 +313,13 @@ impl Preprocessor {
         let plan = Plan::new(frame.width, frame.height, &spec, self.mode);
         let pad = f32::from(self.pad);
         let [s0, s1, s2] = &mut self.scratch;
+        let halving = &mut self.halving;
         let (w, h) = (frame.width, frame.height);
 
         match frame.format.kind() {
             FormatKind::Packed { bpp, rgb } => {
                 let src = Plane::new(frame, 0, w, h, bpp)?;
-                let img = stage(src, plan.src, plan.dst, s0)?;
+                let img = stage(src, plan.src, plan.dst, s0, halving)?;
                 let [r, g, b] = rgb;
                 match spec.channels {
                     ChannelOrder::Gray => sink.fill(&spec, plan.dst, pad, |x, y| {
@@ -335,7 +343,7 @@ impl Preprocessor {
             }
             FormatKind::Gray => {
                 let src = Plane::new(frame, 0, w, h, 1)?;
-                let img = stage(src, plan.src, plan.dst, s0)?;
+                let img = stage(src, plan.src, plan.dst, s0, halving)?;
                 // Replicated for colour models; a Gray model only reads channel 0.
                 sink.fill(&spec, plan.dst, pad, |x, y| {
                     let v = f32::from(img.pixel(x, y)[0]);
@@ -346,8 +354,8 @@ impl Preprocessor {
                 let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
                 let luma_plane = Plane::new(frame, 0, w, h, 1)?;
                 let uv_plane = Plane::new(frame, 1, cw, ch, 2)?;
-                let y_img = stage(luma_plane, plan.src, plan.dst, s0)?;
-                let uv_img = stage(uv_plane, plan.src.chroma(cw, ch), plan.dst, s1)?;
+                let y_img = stage(luma_plane, plan.src, plan.dst, s0, halving)?;
+                let uv_img = stage(uv_plane, plan.src.chroma(cw, ch), plan.dst, s1, halving)?;
                 fill_yuv(sink, &spec, plan.dst, pad, frame.yuv, |x, y| {
                     let uv = uv_img.pixel(x, y);
                     (y_img.pixel(x, y)[0], uv[0], uv[1])
@@ -359,9 +367,9 @@ impl Preprocessor {
                 let u_plane = Plane::new(frame, 1, cw, ch, 1)?;
                 let v_plane = Plane::new(frame, 2, cw, ch, 1)?;
                 let croi = plan.src.chroma(cw, ch);
-                let y_img = stage(luma_plane, plan.src, plan.dst, s0)?;
-                let u_img = stage(u_plane, croi, plan.dst, s1)?;
-                let v_img = stage(v_plane, croi, plan.dst, s2)?;
+                let y_img = stage(luma_plane, plan.src, plan.dst, s0, halving)?;
+                let u_img = stage(u_plane, croi, plan.dst, s1, halving)?;
+                let v_img = stage(v_plane, croi, plan.dst, s2, halving)?;
                 fill_yuv(sink, &spec, plan.dst, pad, frame.yuv, |x, y| {
                     (
                         y_img.pixel(x, y)[0],
@@ -628,6 +636,7 @@ fn stage<'v>(
     roi: Region,
     dst: Region,
     scratch: &'v mut core::Mat,
+    halving: &mut Halving,
 ) -> Result<View<'v>, PreprocessError> {
     let start = roi.y * plane.stride + roi.x * plane.cn;
     let src = &plane.data[start..];
@@ -662,15 +671,49 @@ fn stage<'v>(
         )
     }
     .map_err(cv_err("wrapping an input plane"))?;
-    // INTER_AREA averages all covered pixels, avoiding aliasing on large downscales where
-    // bilinear would sample only a few of them.
-    let interpolation = if roi.w > 2 * dst.w && roi.h > 2 * dst.h {
+    // A large downscale (a 1080p frame to 224×224) must average every covered pixel, so that
+    // thin details do not alias. OpenCV's general INTER_AREA costs more than the model's
+    // inference on a 1080p frame (10.6 ms measured); its exact 2×2 path is vectorised and
+    // cheap (0.8 ms, then 0.2 ms). So halve both sides with exact 2×2 area steps while both
+    // stay at least twice the target (an odd last row or column is left out so the step stays
+    // exact), then do the remaining (< 2× on one side) step on the much smaller image.
+    let (mut w, mut h) = (roi.w, roi.h);
+    let mut current: Option<usize> = None;
+    let [a, b] = &mut halving.0;
+    while w >= 2 * dst.w && h >= 2 * dst.h && w >= 2 && h >= 2 {
+        let (ew, eh) = (w & !1, h & !1);
+        let (from, to): (&core::Mat, &mut core::Mat) = match current {
+            None => (&header, a),
+            Some(0) => (&*a, b),
+            Some(_) => (&*b, a),
+        };
+        let size = core::Size::new((ew / 2) as i32, (eh / 2) as i32);
+        if (ew, eh) == (w, h) {
+            imgproc::resize(from, to, size, 0.0, 0.0, imgproc::INTER_AREA)
+        } else {
+            let even = core::Mat::roi(from, core::Rect::new(0, 0, ew as i32, eh as i32))
+                .map_err(cv_err("halving"))?;
+            imgproc::resize(&even, to, size, 0.0, 0.0, imgproc::INTER_AREA)
+        }
+        .map_err(cv_err("halving"))?;
+        current = Some(match current {
+            None | Some(1) => 0,
+            Some(_) => 1,
+        });
+        (w, h) = (ew / 2, eh / 2);
+    }
+    let from: &core::Mat = match current {
+        None => &header,
+        Some(0) => a,
+        Some(_) => b,
+    };
+    let interpolation = if w > dst.w && h > dst.h {
         imgproc::INTER_AREA
     } else {
         imgproc::INTER_LINEAR
     };
     imgproc::resize(
-        &header,
+        from,
         scratch,
         core::Size::new(dst.w as i32, dst.h as i32),
         0.0,
@@ -1650,6 +1693,42 @@ mod tests {
             3.0,
             "second frame",
         );
+    }
+
+    #[test]
+    fn large_downscale_averages_fine_detail() {
+        // One-pixel red/blue stripes and a 2-pixel checker of green: a 1080p frame brought
+        // to 224×224 must average them (no aliasing), in every layout of the stages: the
+        // exact 2× halvings and the final area step.
+        let pattern = |x: usize, y: usize| {
+            if (x / 2 + y / 2) % 2 == 0 {
+                [0, 200, 0]
+            } else if x % 2 == 0 {
+                [240, 0, 0]
+            } else {
+                [0, 0, 240]
+            }
+        };
+        let expected = [60.0, 100.0, 60.0];
+        for (format, pad) in [(PixelFormat::Rgb, 0), (PixelFormat::Bgrx, 12)] {
+            for (w, h) in [(1920, 1080), (1921, 1079)] {
+                let frame = TestFrame::new(format, w, h, pad, YuvColor::default(), pattern);
+                let s = spec(Layout::Nchw, 224, 224, ChannelOrder::Rgb);
+                let out = run_u8(s, ResizeMode::Stretch, &frame);
+                for y in (0..224).step_by(37) {
+                    for x in (0..224).step_by(41) {
+                        for c in 0..3 {
+                            let v = f32::from(at(&out, &s, x, y, c));
+                            assert!(
+                                (v - expected[c]).abs() <= 6.0,
+                                "{format:?} {w}x{h} at ({x},{y}) channel {c}: {v}, expected ~{}",
+                                expected[c]
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
