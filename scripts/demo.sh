@@ -5,8 +5,9 @@
 #
 #   --video FILE     video to classify (or VIDEO=FILE); default: a short video encoded with
 #                    GStreamer from the photos that scripts/setup.sh fetches
-#   --model FILE     ONNX classifier (or MODEL=FILE); default: tests/data/color3.onnx,
-#                    which names the dominant colour channel (red/green/blue)
+#   --model FILE     ONNX classifier (or MODEL=FILE); default: the ImageNet EfficientNet-Lite0
+#                    that `vision-trainer import` writes to models/efficientnet-lite0.onnx
+#                    from the packaged weights (made on the first run)
 #   PROPERTY=VALUE   more visionclassify properties, e.g. batch-size=4 top-k=3
 #
 # Prints one line per classified frame (timestamp, frame, label, confidence) and a summary
@@ -16,7 +17,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 VIDEO="${VIDEO:-}"
-MODEL="${MODEL:-$ROOT/tests/data/color3.onnx}"
+MODEL="${MODEL:-}"
 PROPS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,13 +31,21 @@ done
 # Paths are the caller's; the rest runs from the repository root.
 abspath() { case "$1" in /*|"") printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
 VIDEO="$(abspath "$VIDEO")"
-MODEL="$(abspath "$MODEL")"
+[ -z "$MODEL" ] || MODEL="$(abspath "$MODEL")"
 cd "$ROOT"
 
 scripts/setup.sh
 echo "[demo] building the plugin and the demo (release)"
 cargo build --release --quiet -p gst-plugin-vision
 cargo build --release --quiet -p vision-e2e --bin vision-demo
+if [ -z "$MODEL" ]; then
+  MODEL="$ROOT/models/efficientnet-lite0.onnx"
+  if [ ! -s "$MODEL" ]; then
+    echo "[demo] importing the pretrained EfficientNet-Lite0 (ImageNet) as $MODEL"
+    cargo build --release --quiet -p vision-trainer
+    "${CARGO_TARGET_DIR:-$ROOT/target}/release/vision-trainer" import --out "$MODEL"
+  fi
+fi
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 export GST_PLUGIN_PATH="$TARGET/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
