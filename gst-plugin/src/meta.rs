@@ -198,7 +198,10 @@ mod tests {
         #[cfg(feature = "v1_24")]
         {
             analytics::write(buffer.get_mut().expect("writable"), &r).expect("analytics");
-            assert_eq!(analytics::read(&buffer), vec![vec![("red".to_string(), 0.75)]]);
+            assert_eq!(
+                analytics::read(&buffer),
+                vec![vec![("red".to_string(), 0.75)]]
+            );
         }
     }
 }

@@ -1701,9 +1701,9 @@ mod tests {
         // to 224×224 must average them (no aliasing), in every layout of the stages: the
         // exact 2× halvings and the final area step.
         let pattern = |x: usize, y: usize| {
-            if (x / 2 + y / 2) % 2 == 0 {
+            if (x / 2 + y / 2).is_multiple_of(2) {
                 [0, 200, 0]
-            } else if x % 2 == 0 {
+            } else if x.is_multiple_of(2) {
                 [240, 0, 0]
             } else {
                 [0, 0, 240]
@@ -1717,12 +1717,11 @@ mod tests {
                 let out = run_u8(s, ResizeMode::Stretch, &frame);
                 for y in (0..224).step_by(37) {
                     for x in (0..224).step_by(41) {
-                        for c in 0..3 {
+                        for (c, want) in expected.iter().enumerate() {
                             let v = f32::from(at(&out, &s, x, y, c));
                             assert!(
-                                (v - expected[c]).abs() <= 6.0,
-                                "{format:?} {w}x{h} at ({x},{y}) channel {c}: {v}, expected ~{}",
-                                expected[c]
+                                (v - want).abs() <= 6.0,
+                                "{format:?} {w}x{h} at ({x},{y}) channel {c}: {v}, expected ~{want}"
                             );
                         }
                     }
