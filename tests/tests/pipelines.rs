@@ -46,6 +46,11 @@ const CLEAR_MARGIN: f64 = 0.05;
 /// `videoconvert`'s RGB, which is up to 0.012 of confidence away on these frames.
 const RGB_TOLERANCE: f64 = 0.003;
 const YUV_TOLERANCE: f64 = 0.02;
+/// `gray2` turns a mean-brightness difference into confidence with a slope of about 40 (twice
+/// `color3`'s), and the element's large downscales go through exact 2×2 area steps, each
+/// rounding to 8 bits (measured: the mean moves by ~0.0005 of full scale, 0.013 of confidence
+/// on chelsea). A 2 % brightness error still moves the confidence by 0.06.
+const GRAY_TOLERANCE: f64 = 0.02;
 
 fn frame_refs(video: &TestVideo) -> Result<&'static [ChannelMeans]> {
     static REFS: OnceLock<Result<Vec<ChannelMeans>, String>> = OnceLock::new();
@@ -306,7 +311,7 @@ fn gray8_frames_give_bright_or_dark_as_their_luma_says() -> Result<()> {
                     1.0 - bright
                 };
                 ensure!(
-                    (expected - m.best_confidence).abs() <= RGB_TOLERANCE,
+                    (expected - m.best_confidence).abs() <= GRAY_TOLERANCE,
                     "frame {} ({name}): {} {:.4}, reference {expected:.4} (scaled mean {mean:.4})",
                     m.frame,
                     m.best_label,
