@@ -1,41 +1,14 @@
 //! Harness tests of `visionclassify` with real ONNX Runtime and the small models in
 //! `tests/data/` (see its README for what each model computes).
 
-use std::path::PathBuf;
-use std::sync::Once;
 use std::time::{Duration, Instant};
+
+mod support;
 
 use gst::prelude::*;
 use gst_check::Harness;
 use gstvision::meta::{self, FrameResult};
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().expect("gst init");
-        gstvision::plugin_register_static().expect("register vision plugin");
-    });
-}
-
-fn data(name: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data")
-        .join(name);
-    p.to_string_lossy().into_owned()
-}
-
-/// The project-local ONNX Runtime (a statically registered plugin does not know its own
-/// directory, so tests name the library).
-fn ort_library() -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../.deps/onnxruntime/lib/libonnxruntime.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
+use support::plugin::{data, init, ort_library};
 
 fn element(model: &str, props: &[(&str, &str)]) -> gst::Element {
     init();

@@ -8,7 +8,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{LazyLock, Once};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -17,32 +17,7 @@ use gst_check::Harness;
 use gstvision::publish::{ModeChoice, QosChoice};
 use serde_json::Value;
 use support::mosquitto::{Mosquitto, MosquittoConfig, Received, Subscriber, SubscriberOptions};
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().expect("gst init");
-        gstvision::plugin_register_static().expect("register vision plugin");
-    });
-}
-
-fn data(name: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data")
-        .join(name);
-    p.to_string_lossy().into_owned()
-}
-
-fn ort_library() -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../.deps/onnxruntime/lib/libonnxruntime.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
+use support::plugin::{data, init, ort_library};
 
 fn classify() -> String {
     format!(

@@ -6,4 +6,5 @@
 
 pub mod mosquitto;
 pub mod pki;
+pub mod plugin;
 pub mod proxy;
