@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
 # The visionclassify demo: set up, build, and classify a real video frame by frame.
 #
-#   scripts/demo.sh [--video FILE] [--model FILE] [PROPERTY=VALUE ...]
+#   scripts/demo.sh [--video FILE] [--model FILE] [--broker URI] [PROPERTY=VALUE ...]
 #
 #   --video FILE     video to classify (or VIDEO=FILE); default: a short video encoded with
 #                    GStreamer from the photos that scripts/setup.sh fetches
 #   --model FILE     ONNX classifier (or MODEL=FILE); default: the ImageNet EfficientNet-Lite0
 #                    that `vision-trainer import` writes to models/efficientnet-lite0.onnx
 #                    from the packaged weights (made on the first run)
+#   --broker URI     MQTT broker for the events (or BROKER=URI), e.g. mqtt://10.0.0.5:1883;
+#                    default: a local mosquitto started for the demo on a free loopback port
 #   PROPERTY=VALUE   more visionclassify properties, e.g. batch-size=4 top-k=3
 #
-# Prints one line per classified frame (timestamp, frame, label, confidence) and a summary
-# (frames, inference time, fps, labels seen with counts).
+# visionpublish sends every frame's result as a JSON event to the broker; the demo subscribes
+# to vision/demo/classifications and prints each event it receives (timestamp, frame, label,
+# confidence), then a summary (frames, inference time, fps, labels seen with counts).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 VIDEO="${VIDEO:-}"
+BROKER="${BROKER:-}"
 MODEL="${MODEL:-}"
 PROPS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --video) VIDEO="${2:?--video needs a file}"; shift 2 ;;
     --model) MODEL="${2:?--model needs a file}"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --broker) BROKER="${2:?--broker needs a URI}"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *=*) PROPS+=("$1"); shift ;;
     *) echo "demo: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -53,8 +58,25 @@ export GST_PLUGIN_PATH="$TARGET/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 # CARGO_TARGET_DIR elsewhere.
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ROOT/.deps/onnxruntime/lib/libonnxruntime.so}"
 
-ARGS=(--model "$MODEL")
+if [ -z "$BROKER" ]; then
+  # A private broker for the demo, on a free loopback port, gone when the demo ends.
+  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  CONF="$(mktemp)"
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$PORT" > "$CONF"
+  [ "$(id -u)" -ne 0 ] || printf 'user root\n' >> "$CONF"
+  mosquitto -c "$CONF" >/dev/null 2>&1 &
+  MOSQUITTO_PID=$!
+  trap 'kill $MOSQUITTO_PID 2>/dev/null; rm -f "$CONF"' EXIT
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+  BROKER="mqtt://127.0.0.1:$PORT"
+  echo "[demo] started mosquitto on $BROKER"
+fi
+
+ARGS=(--model "$MODEL" --broker "$BROKER")
 if [ -n "$VIDEO" ]; then
   ARGS+=(--video "$VIDEO")
 fi
-exec "$TARGET/release/vision-demo" "${ARGS[@]}" "${PROPS[@]}"
+"$TARGET/release/vision-demo" "${ARGS[@]}" "${PROPS[@]}"

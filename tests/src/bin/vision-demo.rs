@@ -1,10 +1,12 @@
 //! `vision-demo`: runs `visionclassify` over a video file and prints one line per classified
-//! frame, then a summary. `scripts/demo.sh` builds and runs it; run it by hand with
+//! frame, then a summary. With `--broker`, `visionpublish` sends the results to that MQTT
+//! broker and the lines printed are the events this program receives back as a subscriber. `scripts/demo.sh` builds and runs it; run it by hand with
 //! `GST_PLUGIN_PATH=target/release target/release/vision-demo --help`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
@@ -12,7 +14,7 @@ use vision_e2e::video::{FRAMES_PER_PHOTO, PHOTOS, encode_photos, quoted};
 use vision_e2e::{Classified, photo, repo_root};
 
 const USAGE: &str = "\
-usage: vision-demo [--video FILE] [--model FILE] [PROPERTY=VALUE ...]
+usage: vision-demo [--video FILE] [--model FILE] [--broker URI] [PROPERTY=VALUE ...]
 
 Classifies every frame of a video with the visionclassify element and prints
 timestamp, label and confidence per classified frame, then a summary.
@@ -20,6 +22,8 @@ timestamp, label and confidence per classified frame, then a summary.
   --video FILE   video to classify (default: a video encoded from the test photos
                  in .deps/data/photos, written to target/vision-demo/photos.webm)
   --model FILE   ONNX classifier (default: tests/data/color3.onnx)
+  --broker URI   publish the results with visionpublish to this MQTT broker
+                 (mqtt://host:port) and print the events received back from it
   PROPERTY=VALUE more visionclassify properties, e.g. batch-size=4 top-k=2
 
 The plugin is found through GST_PLUGIN_PATH (scripts/demo.sh sets it).";
@@ -27,13 +31,18 @@ The plugin is found through GST_PLUGIN_PATH (scripts/demo.sh sets it).";
 struct Args {
     video: Option<PathBuf>,
     model: PathBuf,
+    broker: Option<String>,
     props: Vec<String>,
 }
+
+/// The sensor id the demo publishes as; its events go to `vision/demo/classifications`.
+const SENSOR: &str = "demo";
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         video: None,
         model: repo_root().join("tests/data/color3.onnx"),
+        broker: None,
         props: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -45,6 +54,7 @@ fn parse_args() -> Result<Args> {
             }
             "--video" => args.video = Some(it.next().context("--video needs a file")?.into()),
             "--model" => args.model = it.next().context("--model needs a file")?.into(),
+            "--broker" => args.broker = Some(it.next().context("--broker needs a URI")?),
             p if p.contains('=') && !p.starts_with('-') => args.props.push(p.to_string()),
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
@@ -79,18 +89,112 @@ fn run() -> Result<()> {
     println!("video: {}", video.display());
     println!("model: {}", args.model.display());
 
+    // With a broker the printed lines come back over MQTT, so subscribe before publishing.
+    let (events, publish) = match &args.broker {
+        None => (None, String::new()),
+        Some(uri) => {
+            println!("broker: {uri} (topic vision/{SENSOR}/classifications)");
+            let spool = vision_e2e::paths::target_dir().join("vision-demo/spool");
+            (
+                Some(subscribe(uri)?),
+                format!(
+                    "! visionpublish broker={uri} sensor-id={SENSOR} spool-dir={} ",
+                    quoted(&spool)
+                ),
+            )
+        }
+    };
     let description = format!(
         "filesrc location={} ! decodebin ! videoconvert ! visionclassify name=classify model={} \
-         post-messages=true {} ! fakesink",
+         post-messages={} {} {publish}! fakesink",
         quoted(&video),
         quoted(&args.model),
+        events.is_none(),
         args.props.join(" ")
     );
     let pipeline = gst::parse::launch(&description)
         .with_context(|| format!("building the pipeline {description}"))?;
-    let result = play(&pipeline);
+    let result = play(&pipeline, events);
     let _ = pipeline.set_state(gst::State::Null);
     result
+}
+
+/// Subscribes to the demo's event topic (QoS 1) and returns the events as they arrive.
+fn subscribe(uri: &str) -> Result<mpsc::Receiver<serde_json::Value>> {
+    let rest = uri
+        .strip_prefix("mqtt://")
+        .context("the demo subscribes over plain mqtt:// only")?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse::<u16>().context("broker port")?),
+        None => (rest.to_string(), 1883),
+    };
+    let mut options =
+        rumqttc::MqttOptions::new(format!("vision-demo-{}", std::process::id()), host, port);
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut connection) = rumqttc::Client::new(options, 64);
+    client
+        .subscribe(
+            format!("vision/{SENSOR}/classifications"),
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .context("subscribing")?;
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client; // keeps the connection open
+        for notification in connection.iter() {
+            match notification {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(Ok(()));
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if let Ok(v) = serde_json::from_slice(&p.payload)
+                        && tx.send(v).is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    });
+    match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => Ok(rx),
+        Ok(Err(e)) => bail!("cannot reach the broker {uri}: {e}"),
+        Err(_) => bail!("no answer from the broker {uri} within 10 s"),
+    }
+}
+
+/// A received event as the line printer's [`Classified`].
+fn from_event(v: &serde_json::Value) -> Option<Classified> {
+    let object = v["objects"].get(0)?;
+    let best = &object["classification"];
+    let classes = object["classes"].as_array()?;
+    Some(Classified {
+        element: "visionpublish".into(),
+        model: v["model"].as_str()?.to_string(),
+        best_label: best["label"].as_str()?.to_string(),
+        best_class_id: best["label_id"].as_u64()? as u32,
+        best_confidence: best["confidence"].as_f64()?,
+        below_threshold: object["below_threshold"].as_bool().unwrap_or(false),
+        labels: classes
+            .iter()
+            .filter_map(|c| c["label"].as_str().map(str::to_string))
+            .collect(),
+        confidences: classes
+            .iter()
+            .filter_map(|c| c["confidence"].as_f64())
+            .collect(),
+        frame: v["frame"].as_u64()?,
+        timestamp: v["timestamp"].as_u64(),
+        reused: object["reused"].as_bool().unwrap_or(false),
+        batch_size: 0,
+        inference_ns: 0,
+    })
 }
 
 /// Encodes the test photos into `target/vision-demo/photos.webm`.
@@ -111,7 +215,7 @@ fn encode_demo_video() -> Result<PathBuf> {
     Ok(out)
 }
 
-fn play(pipeline: &gst::Element) -> Result<()> {
+fn play(pipeline: &gst::Element, events: Option<mpsc::Receiver<serde_json::Value>>) -> Result<()> {
     let bin = pipeline
         .downcast_ref::<gst::Bin>()
         .context("not a pipeline")?;
@@ -161,6 +265,31 @@ fn play(pipeline: &gst::Element) -> Result<()> {
     }
     let wall = started.elapsed();
     let stats = classify.property::<gst::Structure>("stats");
+    if let Some(events) = events {
+        // Every frame's event should come back; give the broker a moment after EOS.
+        let expected = stats.get::<u64>("frames").unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while classified < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(event) = events.recv_timeout(left) else {
+                eprintln!("warning: {classified} of {expected} events came back from the broker");
+                break;
+            };
+            let Some(c) = from_event(&event) else {
+                eprintln!("warning: an event without a classification: {event}");
+                continue;
+            };
+            if classified == 0 {
+                println!(
+                    "\nevents received over MQTT\n{:>13}  {:>6}  {:<16} {:>10}",
+                    "timestamp", "frame", "label", "confidence"
+                );
+            }
+            print_line(&c, c.timestamp.map(gst::ClockTime::from_nseconds));
+            classified += 1;
+            *labels.entry(label_of(&c)).or_default() += 1;
+        }
+    }
     summary(&stats, classified, &labels, wall);
     Ok(())
 }
