@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
-use gst_video::prelude::*;
-use gstvision::preprocess::{Frame, PixelFormat, YuvColor, YuvMatrix};
+use gstvision::classify::video;
+use gstvision::preprocess::{Frame, PixelFormat, YuvColor};
 
 /// Distinct frames in the pool (a moving pattern, so consecutive frames differ).
 const POOL: usize = 8;
@@ -78,31 +78,16 @@ impl Frames {
         self.info.size()
     }
 
-    /// The preprocessing module's description of the pool's pixel format and colorimetry.
+    /// The preprocessing module's description of the pool's pixel format and colorimetry,
+    /// mapped exactly as the element maps its caps.
     pub fn pixel_format(&self) -> Result<(PixelFormat, YuvColor)> {
-        use gst_video::VideoFormat as F;
-        let format = match self.info.format() {
-            F::Rgb => PixelFormat::Rgb,
-            F::Bgr => PixelFormat::Bgr,
-            F::Rgbx => PixelFormat::Rgbx,
-            F::Bgrx => PixelFormat::Bgrx,
-            F::Rgba => PixelFormat::Rgba,
-            F::Bgra => PixelFormat::Bgra,
-            F::Nv12 => PixelFormat::Nv12,
-            F::I420 => PixelFormat::I420,
-            F::Gray8 => PixelFormat::Gray8,
-            other => bail!("format {} is not one visionclassify takes", other.to_str()),
-        };
-        let colorimetry = self.info.colorimetry();
-        let yuv = YuvColor {
-            matrix: if colorimetry.matrix() == gst_video::VideoColorMatrix::Bt709 {
-                YuvMatrix::Bt709
-            } else {
-                YuvMatrix::Bt601
-            },
-            full_range: colorimetry.range() == gst_video::VideoColorRange::Range0_255,
-        };
-        Ok((format, yuv))
+        let format = video::pixel_format(self.info.format()).with_context(|| {
+            format!(
+                "format {} is not one visionclassify takes",
+                self.info.format().to_str()
+            )
+        })?;
+        Ok((format, video::yuv_color(&self.info)))
     }
 }
 
@@ -112,19 +97,5 @@ pub fn view<'a>(
     format: PixelFormat,
     yuv: YuvColor,
 ) -> Frame<'a> {
-    let plane = |i: u32| frame.plane_data(i).unwrap_or(&[]);
-    let stride = |i: usize| {
-        frame
-            .plane_stride()
-            .get(i)
-            .map_or(0, |s| (*s).max(0) as usize)
-    };
-    Frame {
-        format,
-        width: frame.width() as usize,
-        height: frame.height() as usize,
-        planes: [plane(0), plane(1), plane(2)],
-        strides: [stride(0), stride(1), stride(2)],
-        yuv,
-    }
+    video::frame_view(frame, format, yuv)
 }

@@ -5,7 +5,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
-mod video;
+pub mod video;
 
 glib::wrapper! {
     pub struct VisionClassify(ObjectSubclass<imp::VisionClassify>) @extends gst::Element, gst::Object;
