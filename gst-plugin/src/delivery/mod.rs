@@ -389,21 +389,24 @@ impl Delivery {
         let seq = st.next_seq;
         st.next_seq += 1;
         let room = st.queue.len() < self.shared.queue_capacity;
+        let to_spool = !(st.online && room);
+        let spool_error = if to_spool {
+            self.shared
+                .spool_insert(&mut st, &[(seq, created_ms, &msg)])
+                .err()
+        } else {
+            None
+        };
         let mut result = Ok(());
-        if st.online && room {
-            st.queue.push_back(Pending {
-                seq,
-                created_ms,
-                msg,
-                spooled: false,
-            });
-            st.stats.queued += 1;
-        } else if let Err(e) = self
-            .shared
-            .spool_insert(&mut st, &[(seq, created_ms, &msg)])
-        {
-            if room {
-                // The disk failed but memory has room: keep it there.
+        match spool_error {
+            Some(e) if !room => {
+                st.stats.dropped += 1;
+                result = Err(e);
+            }
+            // On disk now.
+            None if to_spool => {}
+            // Online with room, or the disk failed but memory has room: keep it there.
+            _ => {
                 st.queue.push_back(Pending {
                     seq,
                     created_ms,
@@ -411,9 +414,6 @@ impl Delivery {
                     spooled: false,
                 });
                 st.stats.queued += 1;
-            } else {
-                st.stats.dropped += 1;
-                result = Err(e);
             }
         }
         drop(st);

@@ -341,6 +341,20 @@ impl Task {
         self.shared.expire(&mut st);
     }
 
+    /// Publishes the retained `online`/`offline` status (when a status topic is set) and
+    /// tracks it until the broker acknowledges it.
+    fn publish_status(&mut self, client: &AsyncClient, offline: bool) {
+        let payload = if offline { "offline" } else { "online" };
+        if !self.status_topic.is_empty()
+            && client
+                .try_publish(&self.status_topic, rumqttc::QoS::AtLeastOnce, true, payload)
+                .is_ok()
+        {
+            self.outstanding
+                .push_back(Outstanding::new(Item::Status { offline }));
+        }
+    }
+
     async fn session(
         &mut self,
         client: &AsyncClient,
@@ -353,19 +367,7 @@ impl Task {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-        if !self.status_topic.is_empty()
-            && client
-                .try_publish(
-                    &self.status_topic,
-                    rumqttc::QoS::AtLeastOnce,
-                    true,
-                    "online",
-                )
-                .is_ok()
-        {
-            self.outstanding
-                .push_back(Outstanding::new(Item::Status { offline: false }));
-        }
+        self.publish_status(client, false);
 
         loop {
             if closing.is_none() {
@@ -375,19 +377,7 @@ impl Task {
                 let now = Instant::now();
                 if closing.is_none() && (now >= d || self.drained()) {
                     closing = Some(d.max(now + OFFLINE_WAIT));
-                    if !self.status_topic.is_empty()
-                        && client
-                            .try_publish(
-                                &self.status_topic,
-                                rumqttc::QoS::AtLeastOnce,
-                                true,
-                                "offline",
-                            )
-                            .is_ok()
-                    {
-                        self.outstanding
-                            .push_back(Outstanding::new(Item::Status { offline: true }));
-                    }
+                    self.publish_status(client, true);
                 }
                 if let Some(c) = closing {
                     let offline_pending = self
