@@ -1,17 +1,19 @@
-//! The visionclassify trainer: imports pretrained weights and writes the ONNX models
-//! `visionclassify` loads, with the `vision.*` metadata contract of models/README.md.
-//!
-//! So far: `import` of the pretrained EfficientNet-Lite0 ImageNet classifier (legacy PyTorch
-//! pickle reader, EfficientNet-Lite builder with BatchNorm folding, ONNX emitter, ONNX Runtime
-//! check). Training, evaluation and quantization land with the rest of the trainer issue.
+//! The visionclassify trainer: imports pretrained weights, trains, fine-tunes, evaluates,
+//! exports and optimises the ONNX models `visionclassify` loads, with the `vision.*` metadata
+//! contract of models/README.md.
 
+pub mod data;
 pub mod efficientnet;
 pub mod export;
 pub mod import;
 pub mod labels;
+pub mod model;
 pub mod onnx;
 pub mod pickle;
 pub mod pth;
+pub mod quantize;
+pub mod report;
+pub mod train;
 pub mod verify;
 
 /// Real data for unit tests, fetched into `.deps/` by scripts/setup.sh (the README's test

@@ -1,0 +1,1 @@
+//! Quantization (int8 QDQ static/dynamic, fp16) as ONNX graph transformations calibrated with ONNX Runtime.

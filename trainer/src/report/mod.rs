@@ -1,0 +1,1 @@
+//! Evaluation metrics and the per-run report folder (JSON, PNG plots), progress display.

@@ -1,0 +1,1 @@
+//! Training: losses, optimisers, schedules, the loop, early stopping, checkpoints, search.
