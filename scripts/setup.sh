@@ -28,6 +28,7 @@ APT_PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   mosquitto mosquitto-clients
   python3 python3-pip unzip ca-certificates
+  dataset-fashion-mnist
 )
 
 missing=()
