@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""The gateway's entrypoint: builds a gst-launch pipeline from environment variables and runs it.
+
+    source ! videoconvert ! visionclassify ... ! visionpublish ... ! fakesink
+
+The pipeline is printed in gst-launch-1.0 syntax at start. File sources loop (LOOP=1), like a
+camera that never ends. A probe on the sink's pad rewrites HEARTBEAT_FILE at most once a second
+while frames get through; docker/gateway/healthcheck.sh fails when it is older than
+HEALTH_MAX_AGE seconds. SIGTERM/SIGINT send end-of-stream, so visionpublish sends what it holds
+and its `offline` status before the process exits. Exit status: 0 after end of stream, 1 on a
+pipeline error, 2 on a bad setting.
+
+Environment (defaults in brackets):
+  SOURCE_URI          file:///x.webm, /x.webm, rtsp://..., http(s)://..., videotestsrc[:PATTERN]
+                      [file:///opt/vision/media/photos.webm]
+  SOURCE_PIPELINE     a gst-launch source fragment instead (e.g. "v4l2src ! video/x-raw,width=640")
+  LOOP                1: restart file sources at their end [1 for files, else 0]
+  SYNC                1: play at the stream's own rate [1 for files, 0 for live sources]
+  RTSP_LATENCY        rtspsrc jitter buffer, ms [200]
+  RTSP_PROTOCOLS      rtspsrc lower transports, e.g. tcp, udp, udp+tcp [tcp]
+  TEST_FRAMERATE      videotestsrc frames per second [10]
+  MODEL               ONNX classifier [/opt/vision/models/efficientnet-lite0.onnx]
+  LABELS              label file, one per line (overrides the model's labels)
+  BATCH_SIZE, BATCH_TIMEOUT, INFERENCE_INTERVAL, TOP_K, THRESHOLD, THREADS
+                      visionclassify batch-size, batch-timeout (ms), inference-interval, top-k,
+                      threshold, threads
+  PROVIDER            cpu | cuda | tensorrt | auto [cpu]; unusable ones fall back to the CPU
+                      with a warning, unless STRICT_PROVIDER=1
+  STRICT_PROVIDER, DEVICE_ID, TRT_FP16, TRT_CACHE_DIR
+  BROKER              mqtt://host[:port] or mqtts://host[:port] [mqtt://mosquitto:1883]
+  SENSOR_ID           sensorId of the events and {sensor} in topics [the container's host name]
+  TOPIC, STATUS_TOPIC, HEALTH_TOPIC, HEALTH_INTERVAL, MQTT_QOS, MODE, MIN_CONFIDENCE,
+  SUMMARY_INTERVAL, TAGS (JSON object), CLIENT_ID
+  MQTT_USERNAME, MQTT_PASSWORD_FILE, MQTT_PASSWORD (read through visionpublish password-env),
+  CA_FILE, CLIENT_CERT, CLIENT_KEY
+  SPOOL_DIR           visionpublish spool (mount a volume here) [/var/lib/vision/spool]
+  CLASSIFY_PROPERTIES, PUBLISH_PROPERTIES
+                      more element properties, "name=value name2=value2"
+  HEARTBEAT_FILE      [/tmp/vision-heartbeat];  STATS_INTERVAL  seconds between log lines [30]
+"""
+
+import json
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import GLib, Gst  # noqa: E402
+
+
+class SettingError(Exception):
+    pass
+
+
+def env(name, default=None):
+    value = os.environ.get(name, "")
+    return value if value != "" else default
+
+
+def env_bool(name, default):
+    value = env(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingError(f"{name}={value!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def env_number(name, kind=int):
+    value = env(name)
+    if value is None:
+        return None
+    try:
+        kind(value)
+    except ValueError:
+        raise SettingError(f"{name}={value!r}: expected a {'whole ' if kind is int else ''}number") from None
+    return value
+
+
+def q(value):
+    """A property value quoted for gst-launch syntax."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def source_fragment():
+    """The source part of the pipeline and whether it is a live source."""
+    custom = env("SOURCE_PIPELINE")
+    if custom:
+        return custom, True, False
+    uri = env("SOURCE_URI", "file:///opt/vision/media/photos.webm")
+    if uri == "videotestsrc" or uri.startswith("videotestsrc:"):
+        pattern = uri.partition(":")[2] or "smpte"
+        rate = env_number("TEST_FRAMERATE") or "10"
+        return (f"videotestsrc is-live=true pattern={pattern} "
+                f"! video/x-raw,width=640,height=480,framerate={rate}/1"), True, False
+    if "://" not in uri:
+        if not os.path.isabs(uri):
+            raise SettingError(f"SOURCE_URI={uri!r}: expected a URI or an absolute path")
+        uri = Gst.filename_to_uri(uri)
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme == "file":
+        path = Gst.uri_get_location(uri)
+        if not os.access(path, os.R_OK):
+            raise SettingError(f"SOURCE_URI={uri!r}: {path} is not a readable file")
+    # Only the video stream is decoded; audio and other streams are left out.
+    fragment = f"uridecodebin name=src uri={q(uri)} caps=video/x-raw expose-all-streams=false"
+    live = scheme in ("rtsp", "rtsps", "rtspt", "rtmp", "udp", "srt")
+    return fragment, live, scheme == "file"
+
+
+def classify_fragment():
+    model = env("MODEL", "/opt/vision/models/efficientnet-lite0.onnx")
+    if not os.access(model, os.R_OK):
+        raise SettingError(f"MODEL={model!r} is not a readable file")
+    props = [f"model={q(model)}"]
+    labels = env("LABELS")
+    if labels:
+        if not os.access(labels, os.R_OK):
+            raise SettingError(f"LABELS={labels!r} is not a readable file")
+        props.append(f"labels-file={q(labels)}")
+    for var, prop, kind in (("BATCH_SIZE", "batch-size", int), ("BATCH_TIMEOUT", "batch-timeout", int),
+                            ("INFERENCE_INTERVAL", "inference-interval", int), ("TOP_K", "top-k", int),
+                            ("THRESHOLD", "threshold", float), ("THREADS", "threads", int),
+                            ("DEVICE_ID", "device-id", int)):
+        value = env_number(var, kind)
+        if value is not None:
+            props.append(f"{prop}={value}")
+    provider = env("PROVIDER", "cpu").lower()
+    if provider not in ("cpu", "cuda", "tensorrt", "auto"):
+        raise SettingError(f"PROVIDER={provider!r}: expected cpu, cuda, tensorrt or auto")
+    props.append(f"execution-provider={provider}")
+    if env_bool("STRICT_PROVIDER", False):
+        props.append("strict-provider=true")
+    if env_bool("TRT_FP16", False):
+        props.append("trt-fp16=true")
+    if env("TRT_CACHE_DIR"):
+        props.append(f"trt-cache-dir={q(env('TRT_CACHE_DIR'))}")
+    props += shlex.split(env("CLASSIFY_PROPERTIES", ""))
+    return "visionclassify name=classify " + " ".join(props)
+
+
+def publish_fragment():
+    sensor = env("SENSOR_ID", socket.gethostname())
+    props = [f"broker={q(env('BROKER', 'mqtt://mosquitto:1883'))}", f"sensor-id={q(sensor)}"]
+    for var, prop in (("TOPIC", "topic"), ("STATUS_TOPIC", "status-topic"), ("HEALTH_TOPIC", "health-topic"),
+                      ("MODE", "mode"), ("TAGS", "tags"), ("CLIENT_ID", "client-id"),
+                      ("MQTT_USERNAME", "username"), ("MQTT_PASSWORD_FILE", "password-file"),
+                      ("CA_FILE", "ca-file"), ("CLIENT_CERT", "client-cert"), ("CLIENT_KEY", "client-key"),
+                      ("SPOOL_DIR", "spool-dir")):
+        value = env(var)
+        if value is not None:
+            props.append(f"{prop}={q(value)}")
+    for var, prop, kind in (("MQTT_QOS", "mqtt-qos", int), ("HEALTH_INTERVAL", "health-interval", int),
+                            ("MIN_CONFIDENCE", "min-confidence", float),
+                            ("SUMMARY_INTERVAL", "summary-interval", int)):
+        value = env_number(var, kind)
+        if value is not None:
+            props.append(f"{prop}={value}")
+    if env("MQTT_PASSWORD"):
+        props.append("password-env=MQTT_PASSWORD")
+    props += shlex.split(env("PUBLISH_PROPERTIES", ""))
+    return "visionpublish name=publish " + " ".join(props)
+
+
+class Gateway:
+    def __init__(self, description, loop_source, heartbeat, stats_interval):
+        self.pipeline = Gst.parse_launch(description)
+        self.loop_source = loop_source
+        self.heartbeat = heartbeat
+        self.main = GLib.MainLoop()
+        self.status = 0
+        self.stopping = False
+        self.frames = 0
+        self.loops = 0
+        self.last_beat = 0.0
+        self.started = time.monotonic()
+        self.publish = self.pipeline.get_by_name("publish")
+        self.classify = self.pipeline.get_by_name("classify")
+        src = self.pipeline.get_by_name("src")
+        if src is not None:
+            src.connect("source-setup", self.on_source_setup)
+        sink = self.pipeline.get_by_name("sink")
+        sink.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self.on_buffer)
+        bus = self.pipeline.get_bus()
+        bus.add_signal_watch()
+        bus.connect("message", self.on_message)
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, self.on_signal)
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, self.on_signal)
+        if stats_interval > 0:
+            GLib.timeout_add_seconds(stats_interval, self.log_stats)
+
+    def on_source_setup(self, _bin, source):
+        props = {p.name for p in source.list_properties()}
+        if "latency" in props and "protocols" in props:  # rtspsrc
+            source.set_property("latency", int(env("RTSP_LATENCY", "200")))
+            Gst.util_set_object_arg(source, "protocols", env("RTSP_PROTOCOLS", "tcp"))
+
+    def on_buffer(self, _pad, _info):
+        self.frames += 1
+        now = time.time()
+        if now - self.last_beat >= 1.0:
+            self.last_beat = now
+            self.write_heartbeat(now)
+        return Gst.PadProbeReturn.OK
+
+    def write_heartbeat(self, now):
+        beat = {"time": now, "frames": self.frames, "loops": self.loops,
+                "publish": self.publish.get_property("stats").to_string() if self.publish else None}
+        partial = f"{self.heartbeat}.{os.getpid()}"
+        try:
+            with open(partial, "w") as f:
+                json.dump(beat, f)
+            os.replace(partial, self.heartbeat)
+        except OSError as e:
+            print(f"[gateway] cannot write the heartbeat {self.heartbeat}: {e}", file=sys.stderr, flush=True)
+
+    def log_stats(self):
+        up = time.monotonic() - self.started
+        classify = self.classify.get_property("stats").to_string() if self.classify else ""
+        publish = self.publish.get_property("stats").to_string() if self.publish else ""
+        print(f"[gateway] {up:.0f} s, {self.frames} frames, {self.loops} loops; {classify}; {publish}", flush=True)
+        return True
+
+    def seek_start(self, flags):
+        ok = self.pipeline.seek(1.0, Gst.Format.TIME, flags, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
+        if not ok:
+            print("[gateway] the source cannot seek back to its start; it will not loop", file=sys.stderr, flush=True)
+            self.loop_source = False
+        return ok
+
+    def on_message(self, _bus, msg):
+        t = msg.type
+        if t == Gst.MessageType.ERROR:
+            err, debug = msg.parse_error()
+            print(f"[gateway] error from {msg.src.get_name()}: {err.message}\n  {debug}", file=sys.stderr, flush=True)
+            self.status = 1
+            self.main.quit()
+        elif t == Gst.MessageType.WARNING:
+            warn, _debug = msg.parse_warning()
+            print(f"[gateway] warning from {msg.src.get_name()}: {warn.message}", file=sys.stderr, flush=True)
+        elif t == Gst.MessageType.SEGMENT_DONE and self.loop_source and not self.stopping:
+            # A segment seek without flushing: the next pass follows on with no gap and no EOS.
+            self.loops += 1
+            self.seek_start(Gst.SeekFlags.SEGMENT)
+        elif t == Gst.MessageType.EOS:
+            if self.loop_source and not self.stopping:
+                # Sources that ignore segment seeks end with EOS instead; start them again.
+                self.loops += 1
+                if self.seek_start(Gst.SeekFlags.FLUSH):
+                    return
+            print(f"[gateway] end of stream after {self.frames} frames", flush=True)
+            self.main.quit()
+
+    def on_signal(self):
+        if self.stopping:
+            self.main.quit()
+            return False
+        print("[gateway] stopping: sending end-of-stream", flush=True)
+        self.stopping = True
+        self.pipeline.send_event(Gst.Event.new_eos())
+        GLib.timeout_add_seconds(10, self.main.quit)  # a stuck source must not block the stop
+        return True
+
+    def run(self):
+        if self.pipeline.set_state(Gst.State.PAUSED) == Gst.StateChangeReturn.FAILURE:
+            self.pipeline.set_state(Gst.State.NULL)
+            self.drain_errors()
+            return 1
+        if self.loop_source:
+            state = self.pipeline.get_state(60 * Gst.SECOND)
+            if state[0] != Gst.StateChangeReturn.SUCCESS:
+                self.pipeline.set_state(Gst.State.NULL)
+                self.drain_errors()
+                return 1
+            self.seek_start(Gst.SeekFlags.FLUSH | Gst.SeekFlags.SEGMENT)
+        self.pipeline.set_state(Gst.State.PLAYING)
+        self.main.run()
+        self.pipeline.set_state(Gst.State.NULL)
+        self.log_stats()
+        return self.status
+
+    def drain_errors(self):
+        bus = self.pipeline.get_bus()
+        while True:
+            msg = bus.pop_filtered(Gst.MessageType.ERROR)
+            if msg is None:
+                break
+            err, debug = msg.parse_error()
+            print(f"[gateway] error from {msg.src.get_name()}: {err.message}\n  {debug}", file=sys.stderr, flush=True)
+
+
+def main():
+    Gst.init(None)
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    try:
+        source, live, is_file = source_fragment()
+        loop_source = env_bool("LOOP", is_file)
+        sync = env_bool("SYNC", not live)
+        description = (f"{source} ! videoconvert ! {classify_fragment()} ! {publish_fragment()} "
+                       f"! fakesink name=sink sync={'true' if sync else 'false'}")
+        stats_interval = int(env_number("STATS_INTERVAL") or "30")
+    except SettingError as e:
+        print(f"[gateway] bad setting: {e}", file=sys.stderr, flush=True)
+        return 2
+    print(f"[gateway] gst-launch-1.0 {description}", flush=True)
+    try:
+        gateway = Gateway(description, loop_source, env("HEARTBEAT_FILE", "/tmp/vision-heartbeat"), stats_interval)
+    except GLib.Error as e:
+        print(f"[gateway] cannot build the pipeline: {e.message}", file=sys.stderr, flush=True)
+        return 2
+    return gateway.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
