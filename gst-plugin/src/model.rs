@@ -185,6 +185,8 @@ fn environment_cell() -> &'static OnceLock<Environment> {
 pub struct Runner {
     session: Session,
     spec: ModelSpec,
+    /// Batch size every run is padded to (see [`Runner::pad_batches_to`]).
+    padded_batch: Option<usize>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -248,13 +250,34 @@ impl Runner {
         let mut spec = describe(&session, path, &contract, overrides)?;
         spec.providers = providers;
         Ok(Opened {
-            runner: Runner { session, spec },
+            runner: Runner {
+                session,
+                spec,
+                padded_batch: None,
+            },
             warnings,
         })
     }
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// True when a GPU provider (CUDA or TensorRT) runs the model.
+    pub fn on_gpu(&self) -> bool {
+        self.spec
+            .providers
+            .iter()
+            .any(|p| matches!(*p, "CUDA" | "TensorRT"))
+    }
+
+    /// From now on every run is padded to `batch` images, so the session sees one input
+    /// shape. GPU providers need this: cuDNN searches convolution algorithms and TensorRT
+    /// builds an engine for each new shape, and partial batches of every size from 1 to
+    /// `batch` made batch-32 runs 7x slower than batch 1 on an H200 (BENCHMARKS.md). The
+    /// input storage must hold `batch` images; the padding images' scores are ignored.
+    pub fn pad_batches_to(&mut self, batch: usize) {
+        self.padded_batch = Some(batch);
     }
 
     /// Runs `slots` images from `input` (which holds at least `slots` images, more when the
@@ -266,7 +289,12 @@ impl Runner {
         slots: usize,
         scores: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        let n = self.spec.fixed_batch.unwrap_or(slots);
+        let n = self
+            .spec
+            .fixed_batch
+            .or(self.padded_batch)
+            .unwrap_or(slots)
+            .max(slots);
         let slot_len = self.spec.slot.len();
         let (c, h, w) = (
             self.spec.slot.channel_count(),
@@ -639,4 +667,57 @@ fn describe(
         assumed,
         providers: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn color3_runner() -> Runner {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let lib = root.join(".deps/onnxruntime/lib/libonnxruntime.so");
+        assert!(lib.exists(), "run scripts/setup.sh first");
+        load_runtime(Some(&lib), &[]).expect("ONNX Runtime loads");
+        let config = RunnerConfig {
+            model: root.join("tests/data/color3.onnx"),
+            threads: 1,
+            ..RunnerConfig::default()
+        };
+        Runner::open(&config, &Overrides::default())
+            .expect("color3 opens")
+            .runner
+    }
+
+    /// Padding runs the session on the full batch but hands back only the real images'
+    /// scores, identical to an unpadded run.
+    #[test]
+    fn padded_batches_give_the_same_scores_for_the_real_images() {
+        let mut runner = color3_runner();
+        assert!(!runner.on_gpu());
+        let slot = runner.spec().slot.len();
+        let classes = runner.spec().num_classes;
+        // Four distinct images; only the first two are real, the rest stand for stale data.
+        let input: Vec<f32> = (0..4 * slot)
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+            .collect();
+        let mut plain = Vec::new();
+        runner
+            .run(BatchInput::F32(&input), 2, &mut plain)
+            .expect("plain run");
+        runner.pad_batches_to(4);
+        let mut padded = Vec::new();
+        runner
+            .run(BatchInput::F32(&input), 2, &mut padded)
+            .expect("padded run");
+        assert_eq!(plain.len(), 2 * classes);
+        assert_eq!(padded.len(), 2 * classes);
+        for (a, b) in plain.iter().zip(&padded) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // Storage shorter than the padded batch is an error, not a read past the end.
+        let err = runner
+            .run(BatchInput::F32(&input[..3 * slot]), 2, &mut padded)
+            .expect_err("too short for the padded batch");
+        assert!(err.to_string().contains("fewer than 4 images"), "{err}");
+    }
 }

@@ -676,7 +676,7 @@ impl VisionClassify {
             trt_fp16: settings.trt_fp16,
             trt_cache_dir: settings.trt_cache_dir.clone(),
         };
-        let opened = Runner::open(&config, &overrides).map_err(|e| {
+        let mut opened = Runner::open(&config, &overrides).map_err(|e| {
             let domain = match e {
                 model::ModelError::Open { .. } => gst::ResourceError::OpenRead,
                 _ => gst::ResourceError::Settings,
@@ -725,6 +725,14 @@ impl VisionClassify {
             ));
         }
         let capacity = spec.fixed_batch.unwrap_or(batch_size).max(batch_size);
+        if opened.runner.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
+            gst::info!(
+                CAT,
+                imp = self,
+                "GPU provider: partial batches are padded to batch-size {batch_size}"
+            );
+            opened.runner.pad_batches_to(batch_size);
+        }
         let tensors = (0..TENSOR_POOL)
             .map(|_| BatchTensor::new(spec.input_type, spec.slot.len(), capacity))
             .collect();
