@@ -991,7 +991,7 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecUInt::builder("batch-size")
                     .nick("Batch size")
-                    .blurb("Frames classified together in one inference run. Frames are held until the batch is full or batch-timeout has passed since its first frame")
+                    .blurb("Frames classified together in one inference run. Frames are held until the batch is full or batch-timeout has passed since its first frame. On CUDA and TensorRT every run is padded to batch-size, so the GPU sees one input shape")
                     .minimum(1)
                     .maximum(256)
                     .default_value(1)
