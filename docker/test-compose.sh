@@ -130,7 +130,7 @@ for c in camera-1 camera-2; do
   dc logs --no-color "$c" > "$WORK/$c.log" 2>&1 || true
 done
 
-python3 - "$WORK" "$OUT_START" "$OUT_END" <<'PY'
+python3 - "$WORK" "$OUT_START" "$OUT_END" <<'PY' || fail "events were lost (above)"
 import datetime, json, re, sys
 work, out_start, out_end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 events = {}

@@ -40,7 +40,7 @@ echo "  heartbeat: $beat"
 frames=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["frames"])' "$beat")
 [ "$frames" -ge 50 ] || fail "only $frames frames after 8 s at 10 fps"
 echo "$beat" | grep -Eq 'spool-depth=\(guint64\)[1-9]' || fail "no event in the spool while the broker is unreachable"
-docker exec "$NAME" sh -c 'ls -la /var/lib/vision/spool/image-test' | sed 's/^/  /'
+docker exec "$NAME" sh -c 'ls -la /var/lib/vision/spool' | sed 's/^/  /'
 docker logs "$NAME" 2>&1 | grep -q 'gst-launch-1.0 uridecodebin' || fail "the pipeline was not printed"
 docker logs "$NAME" 2>&1 | grep -q 'warning from publish' || fail "no warning about the unreachable broker"
 docker exec "$NAME" bash -c 'kill -STOP -1' || true   # every process but PID 1 (tini): the pipeline hangs

@@ -25,7 +25,7 @@ VIDEO = "/opt/vision/media/photos.webm"
 MODEL = "/opt/vision/models/efficientnet-lite0.onnx"
 FRAMES_EACH = 20
 # Per photo of the sample video, in order: the ImageNet classes its most frequent label must be
-# one of (None: not checked; EfficientNet-Lite0 calls the astronaut a "bobsled").
+# one of (None: not checked; ImageNet has no class for an astronaut).
 EXPECTED = [
     ("chelsea", {"Egyptian cat", "tabby", "tiger cat"}),
     ("coffee", {"espresso", "cup", "coffee mug"}),

@@ -264,7 +264,11 @@ class Gateway:
             return False
         print("[gateway] stopping: sending end-of-stream", flush=True)
         self.stopping = True
-        self.pipeline.send_event(Gst.Event.new_eos())
+        # Into visionclassify's sink pad rather than to the source: a demuxer that pulls from
+        # a file source (and loops by segment seeks) would never pass an EOS sent upstream of
+        # it on. From there the last partial batch is classified and published, then the sink
+        # posts EOS; upstream sees EOS as the flow return of its next push and stops.
+        self.classify.get_static_pad("sink").send_event(Gst.Event.new_eos())
         GLib.timeout_add_seconds(10, self.main.quit)  # a stuck source must not block the stop
         return True
 
