@@ -109,8 +109,10 @@ def source_fragment():
         path = Gst.uri_get_location(uri)
         if not os.access(path, os.R_OK):
             raise SettingError(f"SOURCE_URI={uri!r}: {path} is not a readable file")
-    # Only the video stream is decoded; audio and other streams are left out.
-    fragment = f"uridecodebin name=src uri={q(uri)} caps=video/x-raw expose-all-streams=false"
+    # The video stream is linked on; other streams (audio) are left unlinked, which demuxers
+    # and rtspsrc tolerate. (expose-all-streams=false would be neater, but then decodebin
+    # 1.26 gives up on RTSP H.264 before trying a decoder: "no suitable plugins found".)
+    fragment = f"uridecodebin name=src uri={q(uri)} caps=video/x-raw"
     live = scheme in ("rtsp", "rtsps", "rtspt", "rtmp", "udp", "srt")
     return fragment, live, scheme == "file"
 
