@@ -9,6 +9,7 @@ pub mod import;
 pub mod labels;
 pub mod model;
 pub mod onnx;
+pub mod optimize;
 pub mod pickle;
 pub mod pth;
 pub mod quantize;
