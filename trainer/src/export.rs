@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::efficientnet::{Conv, EfficientNetLite};
 use crate::onnx::{
@@ -22,7 +22,8 @@ pub const OUTPUT_NAME: &str = "logits";
 pub const SCHEMA: &str = "1";
 
 /// How the stride-2 convolutions pad.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum Padding {
     /// TensorFlow's "SAME": output = ⌈input / stride⌉, and the odd extra row/column of
     /// padding goes at the bottom/right. The weights were trained with it.
@@ -109,13 +110,39 @@ pub struct Metadata {
     pub model: ModelInfo,
 }
 
-/// Why an export failed.
+/// Why an export (or its check in ONNX Runtime) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("the model has {classes} classes but {labels} labels were given")]
     LabelCount { classes: usize, labels: usize },
     #[error("the model takes {channels} input channels; only RGB (3) is supported")]
     Channels { channels: usize },
+    #[error(
+        "the model takes {channels} input channels but vision.preprocess says color {color}; \
+         use GRAY for 1 channel, RGB or BGR for 3"
+    )]
+    Color { channels: usize, color: String },
+    #[error("vision.preprocess size {size:?} is not a valid input for this model: {reason}")]
+    Size { size: [usize; 2], reason: String },
+    #[error("cannot export the model: {0}")]
+    Structure(String),
+    #[error("cannot read the model's weights: {0}")]
+    Weights(String),
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
+    #[error(
+        "the ONNX model {path} does not match the trainer (so it was removed): {reason}; \
+         max |logit difference| {max_abs_diff:.3e} (tolerance {tolerance:.1e}), top-1 agreement \
+         {agreement:.1}% over {images} images"
+    )]
+    Parity {
+        path: String,
+        reason: String,
+        max_abs_diff: f32,
+        tolerance: f32,
+        agreement: f64,
+        images: usize,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -146,6 +173,7 @@ pub fn efficientnet_lite(
     let mut g = Graph::new(padding);
     let mut hw = size;
     let mut x = INPUT_NAME.to_owned();
+    let side = [size, size];
 
     x = g.conv("stem", &x, &net.stem, &mut hw);
     x = g.relu6("stem", &x);
@@ -160,50 +188,41 @@ pub fn efficientnet_lite(
         x = g.relu6(&format!("{name}.depthwise"), &x);
         x = g.conv(&format!("{name}.project"), &x, &block.project, &mut hw);
         if block.residual {
-            x = g.node("Add", &format!("{name}.add"), &[&input, &x], vec![]);
+            x = g.add(&format!("{name}.add"), &input, &x);
         }
     }
     x = g.conv("head", &x, &net.head, &mut hw);
     x = g.relu6("head", &x);
-    x = g.node("GlobalAveragePool", "pool", &[&x], vec![]);
-    x = g.node(
-        "Flatten",
-        "flatten",
-        &[&x],
-        vec![AttributeProto::int("axis", 1)],
+    x = g.global_pool(&x);
+    g.fc(
+        "fc",
+        &x,
+        &net.fc_weight.shape,
+        &net.fc_weight.data,
+        &net.fc_bias,
     );
-    let w = g.initializer("fc.weight", &net.fc_weight.shape, &net.fc_weight.data);
-    let b = g.initializer("fc.bias", &[net.fc_bias.len()], &net.fc_bias);
-    g.nodes.push(NodeProto {
-        input: vec![x, w, b],
-        output: vec![OUTPUT_NAME.to_owned()],
-        name: Some("fc".into()),
-        op_type: Some("Gemm".into()),
-        attribute: vec![AttributeProto::int("transB", 1)],
-        ..Default::default()
-    });
+    g.finish(meta, 3, side, net.num_classes())
+}
 
-    let classes = net.num_classes() as i64;
-    let side = size as i64;
-    let graph = GraphProto {
-        node: g.nodes,
-        name: Some(meta.model.architecture.clone()),
-        initializer: g.initializers,
-        input: vec![ValueInfoProto::float_tensor(
-            INPUT_NAME,
-            &[
-                Dim::Symbolic("N"),
-                Dim::Fixed(3),
-                Dim::Fixed(side),
-                Dim::Fixed(side),
-            ],
-        )],
-        output: vec![ValueInfoProto::float_tensor(
-            OUTPUT_NAME,
-            &[Dim::Symbolic("N"), Dim::Fixed(classes)],
-        )],
-        ..Default::default()
+/// Checks that `channels` input channels fit `vision.preprocess.color` (GRAY = 1, RGB/BGR = 3).
+pub(crate) fn check_color(channels: usize, meta: &Metadata) -> Result<(), ExportError> {
+    let fits = match meta.preprocess.color {
+        "GRAY" => channels == 1,
+        "RGB" | "BGR" => channels == 3,
+        _ => false,
     };
+    if fits {
+        Ok(())
+    } else {
+        Err(ExportError::Color {
+            channels,
+            color: meta.preprocess.color.to_owned(),
+        })
+    }
+}
+
+/// The whole model around a graph: opset, IR version, producer and the metadata contract.
+fn model_proto(graph: GraphProto, meta: &Metadata) -> Result<ModelProto, ExportError> {
     Ok(ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![OperatorSetIdProto {
@@ -260,7 +279,7 @@ pub fn write(model: &ModelProto, path: &Path) -> Result<usize, ExportError> {
 }
 
 /// Collects nodes and initializers; names values after the layer that makes them.
-struct Graph {
+pub(crate) struct Graph {
     padding: Padding,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
@@ -268,7 +287,8 @@ struct Graph {
 }
 
 impl Graph {
-    fn new(padding: Padding) -> Self {
+    /// `padding` is how stride-2 convolutions added with [`Graph::conv`] pad.
+    pub(crate) fn new(padding: Padding) -> Self {
         Graph {
             padding,
             nodes: Vec::new(),
@@ -277,12 +297,12 @@ impl Graph {
         }
     }
 
-    fn initializer(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+    pub(crate) fn initializer(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
         self.initializers.push(TensorProto::float(name, dims, data));
         name.to_owned()
     }
 
-    fn node(
+    pub(crate) fn node(
         &mut self,
         op: &str,
         name: &str,
@@ -302,7 +322,7 @@ impl Graph {
     }
 
     /// A convolution; `hw` is the (square) spatial size going in and is updated.
-    fn conv(&mut self, name: &str, input: &str, conv: &Conv, hw: &mut usize) -> String {
+    pub(crate) fn conv(&mut self, name: &str, input: &str, conv: &Conv, hw: &mut usize) -> String {
         let k = conv.kernel();
         let [begin, end] = if conv.stride == 1 {
             // Stride 1: TF "SAME" and symmetric agree for odd kernels.
@@ -310,7 +330,24 @@ impl Graph {
         } else {
             self.padding.pads(*hw, k, conv.stride)
         };
-        let (b, e) = (begin as i64, end as i64);
+        let out = self.conv_padded(name, input, conv, [begin, begin, end, end]);
+        *hw = if conv.stride == 1 {
+            *hw
+        } else {
+            self.padding.out_size(*hw, k, conv.stride)
+        };
+        out
+    }
+
+    /// A convolution with explicit `[top, left, bottom, right]` padding (ONNX's `pads` order).
+    pub(crate) fn conv_padded(
+        &mut self,
+        name: &str,
+        input: &str,
+        conv: &Conv,
+        pads: [usize; 4],
+    ) -> String {
+        let k = conv.kernel();
         let w = self.initializer(
             &format!("{name}.weight"),
             &conv.weight.shape,
@@ -320,20 +357,87 @@ impl Graph {
         let attrs = vec![
             AttributeProto::ints("kernel_shape", &[k as i64, k as i64]),
             AttributeProto::ints("strides", &[conv.stride as i64, conv.stride as i64]),
-            AttributeProto::ints("pads", &[b, b, e, e]),
+            AttributeProto::ints("pads", &pads.map(|p| p as i64)),
             AttributeProto::ints("dilations", &[1, 1]),
             AttributeProto::int("group", conv.groups as i64),
         ];
-        *hw = if conv.stride == 1 {
-            *hw
-        } else {
-            self.padding.out_size(*hw, k, conv.stride)
-        };
         self.node("Conv", name, &[input, &w, &bias], attrs)
     }
 
+    pub(crate) fn relu(&mut self, name: &str, input: &str) -> String {
+        self.node("Relu", name, &[input], vec![])
+    }
+
+    pub(crate) fn add(&mut self, name: &str, a: &str, b: &str) -> String {
+        self.node("Add", name, &[a, b], vec![])
+    }
+
+    /// Global average pooling (node `pool`), flattened to N×C (node `flatten`).
+    pub(crate) fn global_pool(&mut self, input: &str) -> String {
+        let pooled = self.node("GlobalAveragePool", "pool", &[input], vec![]);
+        self.node(
+            "Flatten",
+            "flatten",
+            &[&pooled],
+            vec![AttributeProto::int("axis", 1)],
+        )
+    }
+
+    /// The classifier `logits = x · weightᵀ + bias` (`weight` is `[classes, features]`),
+    /// writing the graph's output.
+    pub(crate) fn fc(
+        &mut self,
+        name: &str,
+        input: &str,
+        dims: &[usize],
+        weight: &[f32],
+        bias: &[f32],
+    ) {
+        let w = self.initializer(&format!("{name}.weight"), dims, weight);
+        let b = self.initializer(&format!("{name}.bias"), &[bias.len()], bias);
+        self.nodes.push(NodeProto {
+            input: vec![input.to_owned(), w, b],
+            output: vec![OUTPUT_NAME.to_owned()],
+            name: Some(name.into()),
+            op_type: Some("Gemm".into()),
+            attribute: vec![AttributeProto::int("transB", 1)],
+            ..Default::default()
+        });
+    }
+
+    /// The model: input `input` `[N, channels, H, W]` (N symbolic), output `logits`
+    /// `[N, classes]`, and the metadata contract.
+    pub(crate) fn finish(
+        self,
+        meta: &Metadata,
+        channels: usize,
+        [height, width]: [usize; 2],
+        classes: usize,
+    ) -> Result<ModelProto, ExportError> {
+        let graph = GraphProto {
+            node: self.nodes,
+            name: Some(meta.model.architecture.clone()),
+            initializer: self.initializers,
+            input: vec![ValueInfoProto::float_tensor(
+                INPUT_NAME,
+                &[
+                    Dim::Symbolic("N"),
+                    Dim::Fixed(channels as i64),
+                    Dim::Fixed(height as i64),
+                    Dim::Fixed(width as i64),
+                ],
+            )],
+            output: vec![ValueInfoProto::float_tensor(
+                OUTPUT_NAME,
+                &[Dim::Symbolic("N"), Dim::Fixed(classes as i64)],
+            )],
+            ..Default::default()
+        };
+        model_proto(graph, meta)
+    }
+
     /// ReLU6 as `Clip(x, 0, 6)` (opset ≥ 11 takes the bounds as inputs).
-    fn relu6(&mut self, name: &str, input: &str) -> String {
+    pub(crate) fn relu6(&mut self, name: &str, input: &str) -> String {
         if !self.clip_bounds {
             self.initializer("relu6.min", &[], &[0.0]);
             self.initializer("relu6.max", &[], &[6.0]);

@@ -253,9 +253,52 @@ pub struct ClassScore {
     pub probability: f32,
 }
 
-/// An ORT session over an exported model.
-pub struct Classifier {
+/// An ORT session over an exported model that maps a preprocessed `input` tensor to its
+/// `logits`.
+pub struct LogitsSession {
     session: Session,
+    classes: usize,
+}
+
+impl LogitsSession {
+    /// `classes`: the scores per image the model must give.
+    pub fn new(env: &Environment, model: &[u8], classes: usize) -> Result<Self, VerifyError> {
+        let load = |e: ort::Error| VerifyError::Load(e.to_string());
+        let session = Session::builder(env)
+            .map_err(load)?
+            .commit_from_memory(model)
+            .map_err(load)?;
+        Ok(LogitsSession { session, classes })
+    }
+
+    /// The `logits` output for an already preprocessed input tensor of `shape`: `shape[0]`
+    /// rows of `classes` scores, row-major.
+    pub fn run(&mut self, input: &[f32], shape: [usize; 4]) -> Result<Vec<f32>, VerifyError> {
+        let run = |e: ort::Error| VerifyError::Run(e.to_string());
+        let tensor = TensorRef::from_array_view((shape, input)).map_err(run)?;
+        let outputs = self
+            .session
+            .run(ort::inputs![INPUT_NAME => tensor])
+            .map_err(run)?;
+        let value = outputs
+            .get(OUTPUT_NAME)
+            .ok_or_else(|| VerifyError::Run(format!("no output `{OUTPUT_NAME}`")))?;
+        let (_, logits) = value.try_extract_tensor::<f32>().map_err(run)?;
+        let batch = shape[0];
+        if logits.len() != self.classes * batch {
+            return Err(VerifyError::Output {
+                got: logits.len() / batch.max(1),
+                expected: self.classes,
+            });
+        }
+        Ok(logits.to_vec())
+    }
+}
+
+/// An ORT session over an exported model that classifies photos, preprocessed as its
+/// metadata says.
+pub struct Classifier {
+    session: LogitsSession,
     labels: Vec<String>,
     preprocess: Preprocess,
 }
@@ -267,13 +310,8 @@ impl Classifier {
         labels: Vec<String>,
         preprocess: Preprocess,
     ) -> Result<Classifier, VerifyError> {
-        let load = |e: ort::Error| VerifyError::Load(e.to_string());
-        let session = Session::builder(env)
-            .map_err(load)?
-            .commit_from_memory(model)
-            .map_err(load)?;
         Ok(Classifier {
-            session,
+            session: LogitsSession::new(env, model, labels.len())?,
             labels,
             preprocess,
         })
@@ -292,25 +330,9 @@ impl Classifier {
         } else {
             [images.len(), 3, h, w]
         };
-        let run = |e: ort::Error| VerifyError::Run(e.to_string());
-        let tensor = TensorRef::from_array_view((shape, input.as_slice())).map_err(run)?;
-        let outputs = self
-            .session
-            .run(ort::inputs![INPUT_NAME => tensor])
-            .map_err(run)?;
-        let value = outputs
-            .get(OUTPUT_NAME)
-            .ok_or_else(|| VerifyError::Run(format!("no output `{OUTPUT_NAME}`")))?;
-        let (_, logits) = value.try_extract_tensor::<f32>().map_err(run)?;
-        let classes = self.labels.len();
-        if logits.len() != classes * images.len() {
-            return Err(VerifyError::Output {
-                got: logits.len() / images.len().max(1),
-                expected: classes,
-            });
-        }
+        let logits = self.session.run(&input, shape)?;
         Ok(logits
-            .chunks_exact(classes)
+            .chunks_exact(self.labels.len().max(1))
             .map(|l| ranked(l, &self.labels))
             .collect())
     }

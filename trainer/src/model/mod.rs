@@ -11,6 +11,8 @@
 //! statistics, dropout off).
 
 pub mod cnn;
+pub mod efficientnet;
+pub mod export;
 
 use burn::prelude::*;
 
