@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vision_trainer::export::{Padding, Resize};
 use vision_trainer::import::{self, ImportOptions};
+use vision_trainer::quantize::cli::QuantizeArgs;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +54,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Resize::CenterCrop)]
         resize: Resize,
     },
+    Quantize(Box<QuantizeArgs>),
 }
 
 /// The nearest folder from the current directory upwards that has `.deps/`.
@@ -99,7 +101,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Quantize(args) => quantize(*args),
     }
+}
+
+/// `vision-trainer quantize`: the work is in `vision_trainer::quantize::cli`.
+fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
+    vision_trainer::quantize::cli::run(args)
 }
 
 fn main() -> ExitCode {
