@@ -36,9 +36,21 @@ CTX="$TARGET/docker-context"
 log "build context in $CTX"
 rm -rf "$CTX"
 mkdir -p "$CTX/workspace" "$CTX/assets/onnxruntime" "$CTX/assets/models" "$CTX/assets/photos" "$CTX/gateway"
-# The workspace's manifests (all members, for Cargo.lock) and the plugin's sources only.
-(cd "$ROOT" && cp -a --parents Cargo.toml Cargo.lock .cargo gst-plugin \
-   trainer/Cargo.toml tests/Cargo.toml bench/Cargo.toml "$CTX/workspace/")
+# A workspace of the plugin alone (docker/plugin-workspace.py), with Cargo.lock pruned to it
+# by cargo, every version as locked in the repository (checked).
+python3 "$ROOT/docker/plugin-workspace.py" "$ROOT" "$CTX/workspace"
+(cd "$ROOT" && cp -a --parents Cargo.lock .cargo gst-plugin "$CTX/workspace/")
+(cd "$CTX/workspace" && { cargo metadata --offline --format-version 1 >/dev/null 2>&1 \
+   || cargo metadata --format-version 1 >/dev/null; })
+python3 - "$ROOT/Cargo.lock" "$CTX/workspace/Cargo.lock" <<'PY'
+import sys, tomllib
+locked = {(p["name"], p["version"]) for p in tomllib.load(open(sys.argv[1], "rb"))["package"]}
+pruned = tomllib.load(open(sys.argv[2], "rb"))["package"]
+changed = [f'{p["name"]} {p["version"]}' for p in pruned if (p["name"], p["version"]) not in locked]
+if changed:
+    sys.exit(f"build: pruning Cargo.lock changed versions: {changed}")
+print(f"[docker-build] Cargo.lock for the plugin: {len(pruned)} of {len(locked)} packages")
+PY
 cp -a "$ROOT/.deps/onnxruntime/lib/." "$CTX/assets/onnxruntime/"
 cp "$MODEL" "$CTX/assets/models/"
 cp "$ROOT/.deps/data/photos/"* "$CTX/assets/photos/"
