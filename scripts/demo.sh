@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The visionclassify demo: set up, build, and classify a real video frame by frame.
 #
-#   scripts/demo.sh [--video FILE] [--model FILE] [--broker URI] [PROPERTY=VALUE ...]
+#   scripts/demo.sh [--video FILE | --rtsp URL | --uri URI] [--model FILE] [--broker URI]
+#                   [--frames N] [PROPERTY=VALUE ...]
 #
 #   --video FILE     video to classify (or VIDEO=FILE); default: a short video encoded with
 #                    GStreamer from the photos that scripts/setup.sh fetches
+#   --rtsp URL       an RTSP camera instead (or RTSP=URL), rtsp://[user:pass@]host[:port]/path
+#   --uri URI        any source uridecodebin reads instead (or URI=...): file://, rtsp://, http://
+#   --frames N       stop after N frames (or FRAMES=N); a camera does not end by itself
 #   --model FILE     ONNX classifier (or MODEL=FILE); default: the ImageNet EfficientNet-Lite0
 #                    that `vision-trainer import` writes to models/efficientnet-lite0.onnx
 #                    from the packaged weights (made on the first run)
@@ -20,15 +24,19 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 VIDEO="${VIDEO:-}"
+URI="${URI:-${RTSP:-}}"
+FRAMES="${FRAMES:-}"
 BROKER="${BROKER:-}"
 MODEL="${MODEL:-}"
 PROPS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --video) VIDEO="${2:?--video needs a file}"; shift 2 ;;
+    --rtsp|--uri) URI="${2:?$1 needs a URL}"; shift 2 ;;
+    --frames) FRAMES="${2:?--frames needs a number}"; shift 2 ;;
     --model) MODEL="${2:?--model needs a file}"; shift 2 ;;
     --broker) BROKER="${2:?--broker needs a URI}"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *=*) PROPS+=("$1"); shift ;;
     *) echo "demo: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -76,7 +84,10 @@ if [ -z "$BROKER" ]; then
 fi
 
 ARGS=(--model "$MODEL" --broker "$BROKER")
-if [ -n "$VIDEO" ]; then
+if [ -n "$URI" ]; then
+  ARGS+=(--uri "$URI")
+elif [ -n "$VIDEO" ]; then
   ARGS+=(--video "$VIDEO")
 fi
+[ -z "$FRAMES" ] || ARGS+=(--frames "$FRAMES")
 "$TARGET/release/vision-demo" "${ARGS[@]}" "${PROPS[@]}"

@@ -2,6 +2,8 @@
 # One idempotent set-up step for a fresh Debian 12/13 or Ubuntu 22.04/24.04 machine (run as root,
 # or with sudo available). Installs only what is missing:
 #   - GStreamer development files, tools, base/good plugins (and gst-check)
+#   - for pipelines/: textoverlay (-x), H.264 decode (-libav) and encode (-ugly x264enc), and
+#     the RTSP server library the tests' local camera runs on
 #   - OpenCV development files for the modules we use (core, imgproc, imgcodecs) + clang for the bindings
 #   - mosquitto broker and clients
 #   - DejaVu Sans (fonts-dejavu-core) for the text in the trainer's report plots
@@ -26,6 +28,7 @@ APT_PACKAGES=(
   pkg-config build-essential clang libclang-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-x gstreamer1.0-libav gstreamer1.0-plugins-ugly libgstrtspserver-1.0-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   mosquitto mosquitto-clients
   python3 python3-pip unzip ca-certificates

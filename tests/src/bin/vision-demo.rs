@@ -1,10 +1,10 @@
-//! `vision-demo`: runs `visionclassify` over a video file and prints one line per classified
-//! frame, then a summary. With `--broker`, `visionpublish` sends the results to that MQTT
+//! `vision-demo`: runs `visionclassify` over a video file, an RTSP camera or any URI and prints
+//! one line per classified frame, then a summary. With `--broker`, `visionpublish` sends the results to that MQTT
 //! broker and the lines printed are the events this program receives back as a subscriber. `scripts/demo.sh` builds and runs it; run it by hand with
 //! `GST_PLUGIN_PATH=target/release target/release/vision-demo --help`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -14,13 +14,18 @@ use vision_e2e::video::{FRAMES_PER_PHOTO, PHOTOS, encode_photos, quoted};
 use vision_e2e::{Classified, photo, repo_root};
 
 const USAGE: &str = "\
-usage: vision-demo [--video FILE] [--model FILE] [--broker URI] [PROPERTY=VALUE ...]
+usage: vision-demo [--video FILE | --rtsp URL | --uri URI] [--model FILE] [--broker URI]
+                   [--frames N] [PROPERTY=VALUE ...]
 
 Classifies every frame of a video with the visionclassify element and prints
 timestamp, label and confidence per classified frame, then a summary.
 
   --video FILE   video to classify (default: a video encoded from the test photos
                  in .deps/data/photos, written to target/vision-demo/photos.webm)
+  --rtsp URL     an RTSP camera, rtsp://[user:password@]host[:port]/path (H.264 needs
+                 avdec_h264 from gstreamer1.0-libav)
+  --uri URI      any source uridecodebin reads (file://, rtsp://, http://, ...)
+  --frames N     stop after N frames (a camera does not end by itself)
   --model FILE   ONNX classifier (default: tests/data/color3.onnx)
   --broker URI   publish the results with visionpublish to this MQTT broker
                  (mqtt://host:port) and print the events received back from it
@@ -30,6 +35,8 @@ The plugin is found through GST_PLUGIN_PATH (scripts/demo.sh sets it).";
 
 struct Args {
     video: Option<PathBuf>,
+    uri: Option<String>,
+    frames: Option<u64>,
     model: PathBuf,
     broker: Option<String>,
     props: Vec<String>,
@@ -41,6 +48,8 @@ const SENSOR: &str = "demo";
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         video: None,
+        uri: None,
+        frames: None,
         model: repo_root().join("tests/data/color3.onnx"),
         broker: None,
         props: Vec::new(),
@@ -53,11 +62,32 @@ fn parse_args() -> Result<Args> {
                 std::process::exit(0);
             }
             "--video" => args.video = Some(it.next().context("--video needs a file")?.into()),
+            "--rtsp" => {
+                let url = it.next().context("--rtsp needs a URL")?;
+                if !url.starts_with("rtsp") || !url.contains("://") {
+                    bail!("--rtsp {url}: not an rtsp:// URL");
+                }
+                args.uri = Some(url);
+            }
+            "--uri" => {
+                let uri = it.next().context("--uri needs a URI")?;
+                if !uri.contains("://") {
+                    bail!("--uri {uri}: not a URI (scheme://...)");
+                }
+                args.uri = Some(uri);
+            }
+            "--frames" => {
+                let n = it.next().context("--frames needs a number")?;
+                args.frames = Some(n.parse().with_context(|| format!("--frames {n}"))?);
+            }
             "--model" => args.model = it.next().context("--model needs a file")?.into(),
             "--broker" => args.broker = Some(it.next().context("--broker needs a URI")?),
             p if p.contains('=') && !p.starts_with('-') => args.props.push(p.to_string()),
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
+    }
+    if args.video.is_some() && args.uri.is_some() {
+        bail!("give either --video or --rtsp/--uri, not both");
     }
     Ok(args)
 }
@@ -79,14 +109,27 @@ fn run() -> Result<()> {
              libgstvision.so (scripts/demo.sh does both)"
         );
     }
-    let video = match args.video {
-        Some(v) => v,
-        None => encode_demo_video()?,
+    let source = match (&args.uri, args.video) {
+        (Some(uri), _) => {
+            println!("source: {uri}");
+            format!("uridecodebin uri={}", quoted(Path::new(uri)))
+        }
+        (None, video) => {
+            let video = match video {
+                Some(v) => v,
+                None => encode_demo_video()?,
+            };
+            if !video.is_file() {
+                bail!("video {} does not exist", video.display());
+            }
+            println!("video: {}", video.display());
+            format!("filesrc location={} ! decodebin", quoted(&video))
+        }
     };
-    if !video.is_file() {
-        bail!("video {} does not exist", video.display());
-    }
-    println!("video: {}", video.display());
+    let limit = args
+        .frames
+        // eos-after=K ends the stream at the K-th buffer: K = N + 1 lets N frames through.
+        .map_or_else(String::new, |n| format!("identity eos-after={} ! ", n + 1));
     println!("model: {}", args.model.display());
 
     // With a broker the printed lines come back over MQTT, so subscribe before publishing.
@@ -105,9 +148,8 @@ fn run() -> Result<()> {
         }
     };
     let description = format!(
-        "filesrc location={} ! decodebin ! videoconvert ! visionclassify name=classify model={} \
+        "{source} ! {limit}videoconvert ! visionclassify name=classify model={} \
          post-messages={} {} {publish}! fakesink",
-        quoted(&video),
         quoted(&args.model),
         events.is_none(),
         args.props.join(" ")
