@@ -187,14 +187,32 @@ fn padded(values: impl Iterator<Item = f64>, limits: (f64, f64)) -> (f64, f64) {
     ((lo - pad).max(limits.0), (hi + pad).min(limits.1))
 }
 
-/// Compact tick label: 3 significant digits, exponent form for very small/large values.
+/// Compact tick label with 3 significant digits (so that close ticks stay distinct), in
+/// exponent form for very small or large values.
 fn tick(v: f64) -> String {
     let a = v.abs();
     if a != 0.0 && !(1e-2..1e4).contains(&a) {
-        format!("{v:.1e}")
+        let s = format!("{v:.2e}");
+        // 1.50e-3 → 1.5e-3, 1.00e-3 → 1e-3
+        match s.split_once('e') {
+            Some((mantissa, exp)) => {
+                let m = mantissa.trim_end_matches('0').trim_end_matches('.');
+                format!("{m}e{exp}")
+            }
+            None => s,
+        }
     } else {
-        let s = format!("{v:.3}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
+        let decimals = if a == 0.0 {
+            0
+        } else {
+            (2 - a.log10().floor() as i32).clamp(0, 4) as usize
+        };
+        let s = format!("{v:.decimals$}");
+        let s = if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &s
+        };
         if s == "-0" { "0".into() } else { s.into() }
     }
 }
@@ -430,7 +448,7 @@ fn blues(share: f64) -> RGBColor {
     RGBColor(mix(247.0, 8.0), mix(251.0, 48.0), mix(255.0, 107.0))
 }
 
-/// `text` cut with "…" until it fits in `width` pixels in `style`.
+/// `text` with its middle cut out ("…") until it fits in `width` pixels in `style`.
 fn fit(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     text: &str,
@@ -446,9 +464,15 @@ fn fit(
     if fits(text)? {
         return Ok(text.to_string());
     }
+    // Keep both ends: class names often differ only at the end ("... 12", "... 13").
     let chars: Vec<char> = text.chars().collect();
-    for n in (1..chars.len()).rev() {
-        let cut: String = chars[..n].iter().chain(['…'].iter()).collect();
+    for keep in (1..chars.len()).rev() {
+        let tail = keep / 2;
+        let cut: String = chars[..keep - tail]
+            .iter()
+            .chain(['…'].iter())
+            .chain(chars[chars.len() - tail..].iter())
+            .collect();
         if fits(&cut)? {
             return Ok(cut);
         }
@@ -804,7 +828,15 @@ mod tests {
         assert_eq!(tick(0.5), "0.5");
         assert_eq!(tick(1.0), "1");
         assert_eq!(tick(0.125), "0.125");
-        assert_eq!(tick(0.001), "1.0e-3");
+        assert_eq!(tick(0.001), "1e-3");
+        assert_eq!(tick(0.00105), "1.05e-3");
         assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(-0.0), "0");
+        // Close ticks stay distinct.
+        assert_eq!(tick(0.0105), "0.0105");
+        assert_eq!(tick(0.011), "0.011");
+        assert_eq!(tick(1.25), "1.25");
+        assert_eq!(tick(1200.0), "1200");
+        assert_eq!(tick(25000.0), "2.5e4");
     }
 }
