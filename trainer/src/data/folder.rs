@@ -1,0 +1,171 @@
+//! Image folders: one sub-folder per class, PNG/JPEG files inside; and writing a subset of a
+//! dataset back out in that form.
+
+use std::path::{Path, PathBuf};
+
+use super::decode::{decode_all, is_image_file, unify_channels, write_png};
+use super::{DataError, Dataset};
+
+/// Sorted entries of `dir` (hidden ones skipped).
+fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(DataError::io(dir))? {
+        let entry = entry.map_err(DataError::io(dir))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        out.push(entry.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Loads `dir/<class>/<image>`: class ids follow the sorted folder names; files that are not
+/// PNG/JPEG (by extension) and hidden entries are skipped; an empty class folder is an error.
+pub(crate) fn load(dir: &Path) -> Result<Dataset, DataError> {
+    if !dir.exists() {
+        return Err(DataError::NotFound {
+            path: dir.to_path_buf(),
+        });
+    }
+    if !dir.is_dir() {
+        return Err(DataError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut classes = Vec::new();
+    let mut paths = Vec::new();
+    let mut labels = Vec::new();
+    for class_dir in entries(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let files: Vec<PathBuf> = entries(&class_dir)?
+            .into_iter()
+            .filter(|p| p.is_file() && is_image_file(p))
+            .collect();
+        if files.is_empty() {
+            return Err(DataError::EmptyClassFolder { folder: class_dir });
+        }
+        let name = class_dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        labels.extend(std::iter::repeat_n(classes.len(), files.len()));
+        paths.extend(files);
+        classes.push(name);
+    }
+    if classes.is_empty() {
+        return Err(DataError::NoClassFolders {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut images = decode_all(&paths)?;
+    let channels = unify_channels(&mut images);
+    Ok(Dataset {
+        description: format!(
+            "image folder {} ({} images, {} classes, {})",
+            dir.display(),
+            images.len(),
+            classes.len(),
+            if channels == 1 { "grey" } else { "RGB" }
+        ),
+        classes,
+        images,
+        labels,
+        origins: paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        predefined_test: None,
+    })
+}
+
+/// A class name as a folder name: letters, digits, `-`, `_` and `.` are kept, anything else
+/// (`/`, spaces, ...) becomes `_`; a name that would be empty or hidden gets a `class` prefix.
+pub(crate) fn sanitise(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("class{s}")
+    } else {
+        s
+    }
+}
+
+/// Writes the images at `indices` as PNGs into `<dir>/<class name sanitised>/<index>.png`
+/// (index = position in `ds`), creating `dir` if needed, and returns how many were written
+/// (an index listed twice is written once).
+///
+/// `dir` must be new or empty, so that the folder holds exactly these images when it is
+/// loaded back. Only classes that have images among `indices` get a folder. Two class names
+/// that sanitise to the same folder name get their class id appended.
+pub fn write_image_folder(ds: &Dataset, indices: &[usize], dir: &Path) -> Result<usize, DataError> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(DataError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        if std::fs::read_dir(dir)
+            .map_err(DataError::io(dir))?
+            .next()
+            .is_some()
+        {
+            return Err(DataError::DirNotEmpty {
+                path: dir.to_path_buf(),
+            });
+        }
+    }
+    let mut unique = indices.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let indices = unique.as_slice();
+    for &i in indices {
+        if i >= ds.len() {
+            return Err(DataError::IndexOutOfRange {
+                index: i,
+                len: ds.len(),
+            });
+        }
+    }
+    let mut names: Vec<String> = ds.classes.iter().map(|c| sanitise(c)).collect();
+    for id in 0..names.len() {
+        if names[..id].contains(&names[id]) || names[id + 1..].contains(&names[id]) {
+            names[id] = format!("{}_{id}", names[id]);
+        }
+    }
+    let counts = ds.class_counts(indices);
+    for (id, name) in names.iter().enumerate() {
+        if counts[id] > 0 {
+            let path = dir.join(name);
+            std::fs::create_dir_all(&path).map_err(|e| DataError::Write {
+                path,
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    for &i in indices {
+        let path = dir.join(&names[ds.labels[i]]).join(format!("{i}.png"));
+        write_png(&ds.images[i], &path)?;
+    }
+    Ok(indices.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitised_names_are_folder_safe() {
+        assert_eq!(sanitise("T-shirt/top"), "T-shirt_top");
+        assert_eq!(sanitise("Ankle boot"), "Ankle_boot");
+        assert_eq!(sanitise(""), "class");
+        assert_eq!(sanitise(".."), "class..");
+        assert_eq!(sanitise("é-ok"), "é-ok");
+    }
+}
