@@ -54,6 +54,9 @@ pub struct ParityReport {
 /// The ONNX graph of a [`SmallCnn`] for the input `meta.preprocess` describes (its `size`;
 /// `color` GRAY for one channel, RGB/BGR for three).
 pub fn small_cnn_onnx(model: &SmallCnn, meta: &Metadata) -> Result<ModelProto, ExportError> {
+    // `valid()` folds the BatchNorm running statistics still pending from training-mode
+    // passes into their values (a plain read can be one update behind).
+    let model = &model.valid();
     let [in_channels, classes] = [
         model.stem.conv.weight.dims()[1],
         model.head.weight.dims()[1],
