@@ -6,7 +6,6 @@
 //! count and the multiply-accumulates of any pruned variant without building it, which is how
 //! the pruner finds the filter counts that remove a requested share of the parameters.
 
-use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use serde::{Deserialize, Serialize};
@@ -100,8 +99,9 @@ pub struct Topology {
 /// Parameters and multiply-accumulates of a network for one input size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Cost {
-    /// Trainable parameters as burn counts them (convolution weights, BatchNorm γ and β, the
-    /// head's weight and bias; BatchNorm running statistics are not parameters).
+    /// Trainable parameters: convolution weights, BatchNorm γ and β, the head's weight and
+    /// bias. (`Module::num_params` also counts the BatchNorm running mean and variance, two
+    /// more per channel; the ONNX export folds BatchNorm into one bias per channel.)
     pub params: usize,
     /// Multiply-accumulates of one image's forward pass (convolutions and the head; BatchNorm
     /// is folded into the convolutions on export, ReLU, additions and pooling are left out).
@@ -210,18 +210,26 @@ pub fn widths_of(model: &SmallCnn) -> Widths {
     }
 }
 
-/// Parameters (burn's count, checked against `Module::num_params`) and MACs of `model` for
-/// `hw`-sized inputs.
+/// Trainable parameters and MACs of `model` for `hw`-sized inputs.
 pub fn cost_of(model: &SmallCnn, hw: [usize; 2]) -> Cost {
-    let cost = Topology::of(model).cost(&widths_of(model), hw);
-    debug_assert_eq!(cost.params, model.num_params());
-    cost
+    Topology::of(model).cost(&widths_of(model), hw)
+}
+
+/// BatchNorm channels of `model` (each has a running mean and variance besides γ and β).
+pub fn batch_norm_channels(model: &SmallCnn) -> usize {
+    let mut n = model.stem.bn.gamma.dims()[0];
+    for b in &model.blocks {
+        n += b.conv1.bn.gamma.dims()[0] + b.conv2.bn.gamma.dims()[0];
+        n += b.shortcut.as_ref().map_or(0, |s| s.bn.gamma.dims()[0]);
+    }
+    n
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::cnn::SmallCnnConfig;
+    use burn::module::Module;
     use burn::prelude::*;
 
     #[test]
@@ -238,7 +246,11 @@ mod tests {
             }
             .init(&device)?;
             let cost = cost_of(&model, [28, 28]);
-            assert_eq!(cost.params, model.num_params());
+            // burn also counts the two running statistics of every BatchNorm channel.
+            assert_eq!(
+                cost.params + 2 * batch_norm_channels(&model),
+                model.num_params()
+            );
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ pub mod distill;
 pub mod prune;
 pub mod teacher;
 
-pub use cost::{Cost, Topology, Widths, cost_of, widths_of};
+pub use cost::{Cost, Topology, Widths, batch_norm_channels, cost_of, widths_of};
 pub use distill::{
     DistillConfig, DistillData, DistillError, DistillOutcome, distill, distillation_loss,
 };

@@ -495,16 +495,21 @@ fn batch_norm(bn: &BatchNorm, keep: &[usize]) -> BatchNorm {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cost_of;
     use super::*;
     use crate::model::cnn::{CnnConfigError, SmallCnnConfig};
     use burn::module::Module;
 
     fn model(device: &Device) -> Result<SmallCnn, CnnConfigError> {
+        model_with(device, vec![16, 32])
+    }
+
+    fn model_with(device: &Device, widths: Vec<usize>) -> Result<SmallCnn, CnnConfigError> {
         device.seed(7);
         SmallCnnConfig {
             in_channels: 1,
             classes: 5,
-            widths: vec![8, 16],
+            widths,
             blocks_per_stage: 2,
             dropout: 0.0,
             ..SmallCnnConfig::default()
@@ -535,7 +540,7 @@ mod tests {
     fn dead_internal_filters_rank_lowest_and_pruning_them_changes_nothing()
     -> Result<(), Box<dyn std::error::Error>> {
         let device = Device::flex();
-        let mut m = model(&device)?;
+        let mut m = model_with(&device, vec![8, 16])?;
         // Two of 8 (or 4 of 16) internal channels of every block are dead.
         let dead: Vec<Vec<usize>> = m
             .blocks
@@ -564,7 +569,7 @@ mod tests {
             assert_eq!(keep.len() + d.len(), keep.len() * 4 / 3);
         }
         let pruned = apply(&m, &plan)?;
-        assert!(pruned.num_params() < m.num_params());
+        assert!(cost_of(&pruned, [8, 8]).params < cost_of(&m, [8, 8]).params);
         assert_eq!(pruned.blocks[0].conv1.conv.weight.dims(), [6, 8, 3, 3]);
         assert_eq!(pruned.blocks[0].conv2.conv.weight.dims(), [8, 6, 3, 3]);
         assert_eq!(pruned.blocks[2].conv1.conv.weight.dims(), [12, 8, 3, 3]);
@@ -578,7 +583,7 @@ mod tests {
     fn dead_stage_channels_are_pruned_everywhere_they_flow()
     -> Result<(), Box<dyn std::error::Error>> {
         let device = Device::flex();
-        let mut m = model(&device)?;
+        let mut m = model_with(&device, vec![8, 16])?;
         // Stage 0 (8 channels): channel 3 is written by the stem and blocks 0, 1.
         // Stage 1 (16 channels): channels 0, 9 by blocks 2 (+ its shortcut) and 3.
         kill(&mut m.stem, &[3]);
@@ -590,6 +595,13 @@ mod tests {
         }
         if let Some(s) = m.blocks[2].shortcut.as_mut() {
             kill(s, &[0, 9]);
+        }
+        // Layer scope takes the same share from the internal sets: make those dead too.
+        for b in 0..2 {
+            kill(&mut m.blocks[b].conv1, &[5]);
+        }
+        for b in 2..4 {
+            kill(&mut m.blocks[b].conv1, &[2, 11]);
         }
         let m = m.valid();
         let config = PruneConfig {
@@ -632,14 +644,18 @@ mod tests {
                         stages,
                     };
                     let (pruned, report) = prune(&m, &config, [12, 12])?;
-                    let removed = 1.0 - pruned.num_params() as f64 / m.num_params() as f64;
+                    let removed = 1.0
+                        - cost_of(&pruned, [12, 12]).params as f64
+                            / cost_of(&m, [12, 12]).params as f64;
+                    // One channel of this small network's 16-channel stage is 2 % of its
+                    // parameters: the default network meets ±2 % (tests/optimize.rs).
                     assert!(
-                        (removed - fraction).abs() <= 0.02,
+                        (removed - fraction).abs() <= 0.025,
                         "{config:?}: removed {removed}"
                     );
                     assert!((report.params_removed() - removed).abs() < 1e-12);
                     assert!(report.after.macs < report.before.macs);
-                    assert_eq!(super::super::cost_of(&pruned, [12, 12]), report.after);
+                    assert_eq!(cost_of(&pruned, [12, 12]), report.after);
                 }
             }
         }
@@ -658,17 +674,17 @@ mod tests {
             .zip(&report.widths_before.internal)
             .map(|(a, b)| 1.0 - *a as f64 / *b as f64)
             .collect();
-        // Rounding per set: 8 and 16 channels allow shares within 1/16 of each other.
+        // Rounding per set: 16 and 32 channels allow shares within 1/16 of each other.
         let spread =
             shares.iter().cloned().fold(0.0, f64::max) - shares.iter().cloned().fold(1.0, f64::min);
         assert!(spread <= 1.0 / 16.0 + 1e-9, "{shares:?}");
         assert_eq!(report.widths_after.stages, report.widths_before.stages);
-        assert!(
-            report.optimisation().starts_with("pruned 3"),
-            "{}",
-            report.optimisation()
+        assert!((report.params_removed() - 0.3).abs() <= 0.02);
+        let percent = (100.0 * report.params_removed()).round();
+        assert_eq!(
+            report.optimisation(),
+            format!("pruned {percent}% (l1, layer)")
         );
-        assert!(report.optimisation().ends_with("(l1, layer)"));
         Ok(())
     }
 
