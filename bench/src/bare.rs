@@ -104,6 +104,55 @@ pub fn preprocess_ms(runner: &Runner, frames: &Frames, count: usize) -> Result<(
     Ok((wall, cpu_ms))
 }
 
+/// Per-frame milliseconds at batch 1 on one session, for `count` frames of the pool after
+/// `warmup` untimed ones: `session.run` on a tensor already filled (what the model costs),
+/// and preprocessing the frame plus `session.run` done inline on this thread (the same work as
+/// the element, without its threads and queues).
+pub fn latency(
+    model: &Path,
+    ort_library: &Path,
+    frames: &Frames,
+    threads: usize,
+    warmup: usize,
+    count: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut runner = open(model, ort_library, threads)?;
+    let spec = runner.spec().clone();
+    let mut preprocessor = Preprocessor::new(spec.slot, spec.normalize, spec.resize);
+    let capacity = spec.fixed_batch.unwrap_or(1);
+    let mut tensor = normalized_noise(spec.slot.len() * capacity);
+    let (format, yuv) = frames.pixel_format()?;
+    let mut scores = Vec::new();
+    let (mut run_only, mut inline) = (Vec::new(), Vec::new());
+    for i in 0..warmup + count {
+        let started = Instant::now();
+        runner
+            .run(BatchInput::F32(&tensor), 1, &mut scores)
+            .context("inference failed")?;
+        let run_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+        let started = Instant::now();
+        let buffer = &frames.buffers[i % frames.buffers.len()];
+        let frame =
+            gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), &frames.info)
+                .context("cannot map a test frame")?;
+        preprocessor
+            .run(
+                &frames::view(&frame, format, yuv),
+                SlotMut::F32(&mut tensor[..spec.slot.len()]),
+            )
+            .context("preprocessing failed")?;
+        runner
+            .run(BatchInput::F32(&tensor), 1, &mut scores)
+            .context("inference failed")?;
+        if i >= warmup {
+            run_only.push(run_ms);
+            inline.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    Ok((run_only, inline))
+}
+
 /// Deterministic values spread like a normalised image (roughly -2..2), so that no kernel
 /// gets an easy all-zero input.
 fn normalized_noise(len: usize) -> Vec<f32> {

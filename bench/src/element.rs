@@ -34,15 +34,16 @@ struct Arrivals {
     changed: Condvar,
 }
 
-/// Runs `config.frames` frames (cycling through the pool) through a fresh pipeline.
-/// `warmup` frames go first and are not timed (the session's first runs are slow).
-pub fn run(
-    frames: &Frames,
-    model: &Path,
-    ort_library: &Path,
-    config: &Config,
-    warmup: usize,
-) -> Result<ElementRun> {
+/// `appsrc ! visionclassify ! fakesink`, with a probe counting the frames at the sink.
+struct Bench {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+    classify: gst::Element,
+    arrivals: Arc<Arrivals>,
+    bus: gst::Bus,
+}
+
+fn build(frames: &Frames, model: &Path, ort_library: &Path, config: &Config) -> Result<Bench> {
     let pipeline = gst::Pipeline::new();
     let src = gst_app::AppSrc::builder()
         .caps(&frames.caps)
@@ -79,6 +80,31 @@ pub fn run(
     });
 
     let bus = pipeline.bus().context("pipeline has no bus")?;
+    Ok(Bench {
+        pipeline,
+        src,
+        classify,
+        arrivals,
+        bus,
+    })
+}
+
+/// Runs `config.frames` frames (cycling through the pool) through a fresh pipeline.
+/// `warmup` frames go first and are not timed (the session's first runs are slow).
+pub fn run(
+    frames: &Frames,
+    model: &Path,
+    ort_library: &Path,
+    config: &Config,
+    warmup: usize,
+) -> Result<ElementRun> {
+    let Bench {
+        pipeline,
+        src,
+        classify,
+        arrivals,
+        bus,
+    } = build(frames, model, ort_library, config)?;
     let result = (|| {
         if pipeline.set_state(gst::State::Playing).is_err() {
             bail!("cannot start the pipeline: {}", bus_error(&bus));
@@ -137,6 +163,46 @@ pub fn run(
     result
 }
 
+/// Milliseconds from pushing a frame into `appsrc` to its arrival at the sink, one frame at
+/// a time (the next is pushed only after the previous arrived), for `count` frames after
+/// `warmup` untimed ones: what the element adds in front of a live stream's display or
+/// decision, preprocessing and thread hand-overs included.
+pub fn latency(
+    frames: &Frames,
+    model: &Path,
+    ort_library: &Path,
+    config: &Config,
+    warmup: usize,
+    count: usize,
+) -> Result<Vec<f64>> {
+    let Bench {
+        pipeline,
+        src,
+        arrivals,
+        bus,
+        ..
+    } = build(frames, model, ort_library, config)?;
+    let result = (|| {
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            bail!("cannot start the pipeline: {}", bus_error(&bus));
+        }
+        let mut out = Vec::with_capacity(count);
+        for i in 0..warmup + count {
+            let started = Instant::now();
+            push(&src, frames.buffer(i), &bus)?;
+            wait_for(&arrivals, i as u64 + 1, &bus)?;
+            if i >= warmup {
+                out.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        Ok(out)
+    })();
+    pipeline
+        .set_state(gst::State::Null)
+        .context("cannot stop the pipeline")?;
+    result
+}
+
 /// The fields of visionclassify's `stats` property the bench uses.
 struct Stats {
     batches: u64,
@@ -171,7 +237,7 @@ fn wait_for(arrivals: &Arrivals, want: u64, bus: &gst::Bus) -> Result<()> {
     while *count < want {
         let now = Instant::now();
         if now >= deadline {
-            bail!("only {} of {want} warm-up frames came through", *count);
+            bail!("only {} of {want} frames came through", *count);
         }
         // Short waits, so that an error on the bus is noticed instead of waiting it out.
         let step = (deadline - now).min(Duration::from_millis(100));

@@ -5,12 +5,16 @@
 //! cargo run --release -p vision-bench -- [--model PATH] [--frames N] [--batch B | --batches 1,4,8]
 //!     [--threads T | --threads 1,2] [--width 1920 --height 1080] [--format RGB|I420|NV12|...]
 //!     [--rounds R] [--batch-timeout MS] [--ort-library PATH] [--per-thread]
+//!     [--latency N] [--only element|bare] [--json PATH] [--dump-frames PATH]
 //! ```
 //!
 //! For each (threads, batch) it measures, `--rounds` times and interleaved:
 //! (a) `appsrc ! visionclassify ! fakesink sync=false` fed with pre-made frames, from the
 //! first push to EOS on the bus; (b) `gstvision::model::Runner` on a pre-filled tensor;
-//! (c) the element's preprocessing alone, per frame. It prints the medians.
+//! (c) the element's preprocessing alone, per frame. It prints the medians. With `--latency N`
+//! it then measures N frames one at a time at batch 1: push-to-sink through the element
+//! against the bare session (run alone, and preprocessing + run inline). `bench/run.sh` runs
+//! it with a Python baseline and draws the plot of `BENCHMARKS.md`.
 
 mod bare;
 mod cpu;
@@ -35,7 +39,11 @@ usage: vision-bench [options]
   --rounds R            interleaved repetitions; medians are reported (default 3)
   --batch-timeout MS    visionclassify batch-timeout (default 50)
   --ort-library PATH    libonnxruntime.so (default: $ORT_DYLIB_PATH, else the project's .deps)
-  --per-thread          after each element run, print its CPU time per thread (to stderr)";
+  --per-thread          after each element run, print its CPU time per thread (to stderr)
+  --latency N           then N frames one at a time at batch 1: element vs bare latency
+  --only element|bare   measure one side only (for a process's own peak RSS)
+  --json PATH           also write the results as JSON
+  --dump-frames PATH    write the frame pool as raw bytes (frame after frame) and exit";
 
 /// One measured configuration, shared by the element and the bare session.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +68,17 @@ struct Args {
     rounds: usize,
     batch_timeout_ms: u32,
     per_thread: bool,
+    latency: usize,
+    only: Option<Side>,
+    json: Option<PathBuf>,
+    dump_frames: Option<PathBuf>,
+}
+
+/// Which side `--only` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Element,
+    Bare,
 }
 
 impl Args {
@@ -80,6 +99,10 @@ impl Args {
             rounds: 3,
             batch_timeout_ms: 50,
             per_thread: false,
+            latency: 0,
+            only: None,
+            json: None,
+            dump_frames: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -106,6 +129,16 @@ impl Args {
                 "--format" => args.format = value,
                 "--rounds" => args.rounds = value.parse().with_context(bad)?,
                 "--batch-timeout" => args.batch_timeout_ms = value.parse().with_context(bad)?,
+                "--latency" => args.latency = value.parse().with_context(bad)?,
+                "--only" => {
+                    args.only = Some(match value.as_str() {
+                        "element" => Side::Element,
+                        "bare" => Side::Bare,
+                        _ => bail!("{}", bad()),
+                    })
+                }
+                "--json" => args.json = Some(value.into()),
+                "--dump-frames" => args.dump_frames = Some(value.into()),
                 _ => bail!("unknown option {flag}\n{USAGE}"),
             }
         }
@@ -171,6 +204,9 @@ fn main() -> Result<()> {
     }
     let load_before = load_average();
     let frames = Frames::make(&args.format, args.width, args.height)?;
+    if let Some(path) = &args.dump_frames {
+        return dump_frames(&frames, path);
+    }
     let spec = bare::open(&args.model, &args.ort_library, 1)?
         .spec()
         .clone();
@@ -202,7 +238,16 @@ fn main() -> Result<()> {
             let c = row.config;
             let element_first = round % 2 == 0;
             for step in 0..2 {
-                if (step == 0) == element_first {
+                let element_step = (step == 0) == element_first;
+                let wanted = match args.only {
+                    None => true,
+                    Some(Side::Element) => element_step,
+                    Some(Side::Bare) => !element_step,
+                };
+                if !wanted {
+                    continue;
+                }
+                if element_step {
                     let e = element::run(&frames, &args.model, &args.ort_library, &c, 2 * c.batch)
                         .with_context(|| {
                             format!("element, threads {} batch {}", c.threads, c.batch)
@@ -314,17 +359,192 @@ fn main() -> Result<()> {
             below.join(", ")
         );
     }
+    let latencies = args
+        .threads
+        .iter()
+        .filter(|_| args.latency > 0)
+        .map(|&threads| measure_latency(&args, &frames, threads))
+        .collect::<Result<Vec<_>>>()?;
+    if !latencies.is_empty() {
+        println!();
+        println!(
+            "latency at batch 1, ms per frame, median (p95) of {} frames one at a time",
+            args.latency
+        );
+        println!(
+            "threads | element push->sink | bare run | bare preprocess+run | added by the element"
+        );
+        for l in &latencies {
+            println!(
+                "{:>7} | {:>9.2} ({:>6.2}) | {:>8.2} | {:>19.2} | {:>+9.2} vs run, {:+.2} vs preprocess+run",
+                l.threads,
+                l.element.median,
+                l.element.p95,
+                l.bare_run.median,
+                l.bare_inline.median,
+                l.element.median - l.bare_run.median,
+                l.element.median - l.bare_inline.median,
+            );
+        }
+    }
+    let load_end = load_average();
+    println!("load     {load_before} (start) -> {load_end} (end)");
     println!(
-        "load     {} (start) -> {} (end)",
-        load_before,
-        load_average()
+        "peak RSS (VmHWM): {}",
+        peak_rss().map_or_else(|| "unknown".into(), |m| format!("{m:.0} MiB"))
     );
-    println!("peak RSS (VmHWM): {}", peak_rss());
+    if let Some(path) = &args.json {
+        let json = report_json(&args, &spec, &rows, &latencies, &load_before, &load_end);
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 
-/// The process's peak resident set, as /proc/self/status reports it.
-fn peak_rss() -> String {
+/// Median and 95th percentile of a sample.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    p95: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        let p95 = v
+            .get(((v.len() as f64 * 0.95).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(f64::NAN);
+        Self {
+            median: median(v.into_iter()),
+            p95,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "median_ms": self.median, "p95_ms": self.p95 })
+    }
+}
+
+/// Batch-1 latency of one thread count.
+struct Latency {
+    threads: usize,
+    element: Spread,
+    bare_run: Spread,
+    bare_inline: Spread,
+}
+
+fn measure_latency(args: &Args, frames: &Frames, threads: usize) -> Result<Latency> {
+    let config = Config {
+        frames: args.latency,
+        batch: 1,
+        threads,
+        batch_timeout_ms: args.batch_timeout_ms,
+        per_thread: false,
+    };
+    let element = element::latency(
+        frames,
+        &args.model,
+        &args.ort_library,
+        &config,
+        10,
+        args.latency,
+    )
+    .with_context(|| format!("element latency, threads {threads}"))?;
+    let (run, inline) = bare::latency(
+        &args.model,
+        &args.ort_library,
+        frames,
+        threads,
+        10,
+        args.latency,
+    )
+    .with_context(|| format!("bare latency, threads {threads}"))?;
+    Ok(Latency {
+        threads,
+        element: Spread::of(element),
+        bare_run: Spread::of(run),
+        bare_inline: Spread::of(inline),
+    })
+}
+
+fn report_json(
+    args: &Args,
+    spec: &gstvision::model::ModelSpec,
+    rows: &[Row],
+    latencies: &[Latency],
+    load_start: &str,
+    load_end: &str,
+) -> serde_json::Value {
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let c = r.config;
+            serde_json::json!({
+                "threads": c.threads,
+                "batch": c.batch,
+                "element_fps": r.element_median(|e| e.fps),
+                "bare_fps": r.bare_median(|b| b.fps),
+                "element_fps_rounds": r.element.iter().map(|e| e.fps).collect::<Vec<_>>(),
+                "bare_fps_rounds": r.bare.iter().map(|b| b.fps).collect::<Vec<_>>(),
+                "element_infer_ms_per_batch": r.element_median(|e| e.inference_ms),
+                "bare_infer_ms_per_batch": r.bare_median(|b| b.inference_ms),
+                "element_cpu_ms_per_frame": r.element_median(|e| e.cpu_ms),
+                "bare_cpu_ms_per_frame": r.bare_median(|b| b.cpu_ms),
+                "preprocess_ms_per_frame": median(r.preprocess_ms.iter().map(|p| p.0)),
+            })
+        })
+        .collect();
+    let latencies: Vec<_> = latencies
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "threads": l.threads,
+                "element": l.element.json(),
+                "bare_run": l.bare_run.json(),
+                "bare_preprocess_and_run": l.bare_inline.json(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "model": args.model.display().to_string(),
+        "model_name": spec.name,
+        "input": [spec.slot.height, spec.slot.width],
+        "frames": { "count": args.frames, "width": args.width, "height": args.height,
+                    "format": args.format, "rounds": args.rounds,
+                    "batch_timeout_ms": args.batch_timeout_ms },
+        "only": args.only.map(|s| format!("{s:?}").to_lowercase()),
+        "rows": rows,
+        "latency": latencies,
+        "peak_rss_mib": peak_rss(),
+        "load": { "start": load_start, "end": load_end },
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+    })
+}
+
+/// Writes the frame pool, frame after frame, for a baseline outside this process to read the
+/// very same pixels.
+fn dump_frames(frames: &Frames, path: &Path) -> Result<()> {
+    let mut bytes = Vec::with_capacity(frames.frame_size() * frames.buffers.len());
+    for buffer in &frames.buffers {
+        let map = buffer.map_readable().context("cannot map a frame")?;
+        bytes.extend_from_slice(&map);
+    }
+    std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "{} frames of {}x{} {} ({} bytes each) written to {}",
+        frames.buffers.len(),
+        frames.info.width(),
+        frames.info.height(),
+        frames.info.format().to_str(),
+        frames.frame_size(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// The process's peak resident set in MiB, as /proc/self/status reports it.
+fn peak_rss() -> Option<f64> {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -333,10 +553,7 @@ fn peak_rss() -> String {
                 .and_then(|v| v.trim().strip_suffix(" kB"))
                 .and_then(|kb| kb.trim().parse::<u64>().ok())
         })
-        .map_or_else(
-            || "unknown".into(),
-            |kb| format!("{:.0} MiB", kb as f64 / 1024.0),
-        )
+        .map(|kb| kb as f64 / 1024.0)
 }
 
 /// The 1-minute load average, to judge how much other work shared the machine.
