@@ -221,18 +221,23 @@ fn parity<M: Classifier + Module>(
         source,
     })?;
     let model = model.valid();
+    // Plain values, so that images on an autodiff device work as well.
+    let input = floats(images.into_data())?;
     let device = Device::flex();
-    let images = images.to_device(&device);
+    let per_image = input.len() / n;
 
     let mut session: Option<LogitsSession> = None;
     let (mut max_abs, mut sum_abs, mut count, mut agree) = (0f32, 0f64, 0usize, 0usize);
-    let mut start = 0;
-    while start < n {
-        let len = CHECK_BATCH.min(n - start);
-        let chunk = images.clone().narrow(0, start, len);
-        let input = floats(chunk.to_data())?;
-        let ours = floats(model.logits(chunk).into_data())?;
+    let mut nan = false;
+    for chunk in input.chunks(CHECK_BATCH * per_image) {
+        let len = chunk.len() / per_image;
+        let dims = [len, shape[1], shape[2], shape[3]];
+        let batch = Tensor::<4>::from_data(TensorData::new(chunk.to_vec(), dims), &device);
+        let ours = floats(model.logits(batch).into_data())?;
         let classes = ours.len() / len;
+        if classes == 0 {
+            return Err(fail("the model gives no scores".into(), f32::NAN, 0.0));
+        }
         let session = match &mut session {
             Some(s) => s,
             None => {
@@ -240,18 +245,21 @@ fn parity<M: Classifier + Module>(
                 session.insert(LogitsSession::new(env, &bytes, classes)?)
             }
         };
-        let theirs = session.run(&input, [len, shape[1], shape[2], shape[3]])?;
+        let theirs = session.run(chunk, dims)?;
         for (a, b) in ours.chunks_exact(classes).zip(theirs.chunks_exact(classes)) {
             for (x, y) in a.iter().zip(b) {
                 let d = (x - y).abs();
                 // NaN is a failure, not a small difference.
-                max_abs = if d.is_nan() { f32::NAN } else { max_abs.max(d) };
+                nan |= d.is_nan();
+                max_abs = max_abs.max(d);
                 sum_abs += f64::from(d);
                 count += 1;
             }
             agree += usize::from(argmax(a) == argmax(b));
         }
-        start += len;
+    }
+    if nan {
+        max_abs = f32::NAN;
     }
     let report = ParityReport {
         images: n,
