@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use vision_trainer::export::{Padding, Resize};
 use vision_trainer::import::{self, ImportOptions};
 use vision_trainer::quantize::cli::QuantizeArgs;
+use vision_trainer::optimize::cli::{DistillArgs, PruneArgs};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +56,14 @@ enum Command {
         resize: Resize,
     },
     Quantize(Box<QuantizeArgs>),
+    /// Structured L1 filter pruning of a trained CNN run (--fraction 0.3 of the parameters,
+    /// --scope layer|global), fine-tuning, and an ONNX export with fewer parameters and FLOPs;
+    /// writes OUT/model.onnx and OUT/prune.json (accuracy, parameters, FLOPs before/after).
+    Prune(Box<PruneArgs>),
+    /// Knowledge distillation: train a small CNN student from a teacher (an exported ONNX
+    /// model or a run folder) with α·T²·KL + (1 − α)·CE; writes OUT/model.onnx and
+    /// OUT/distill.json (--baseline also trains the student from the labels alone).
+    Distill(Box<DistillArgs>),
 }
 
 /// The nearest folder from the current directory upwards that has `.deps/`.
@@ -102,12 +111,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Quantize(args) => quantize(*args),
+        Command::Prune(args) => prune(*args),
+        Command::Distill(args) => distill(*args),
     }
 }
 
 /// `vision-trainer quantize`: the work is in `vision_trainer::quantize::cli`.
 fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     vision_trainer::quantize::cli::run(args)
+}
+
+/// `vision-trainer prune`: the work is in `vision_trainer::optimize::cli`.
+fn prune(args: PruneArgs) -> anyhow::Result<()> {
+    let s = vision_trainer::optimize::cli::prune_command(args).context("prune failed")?;
+    println!(
+        "{}: parameters {} -> {}, FLOPs {} -> {}, test accuracy {:.2}% -> {:.2}% \
+         ({:.2}% before fine-tuning); wrote {}",
+        s.pruning.optimisation(),
+        s.pruning.before.params,
+        s.pruning.after.params,
+        s.pruning.before.flops(),
+        s.pruning.after.flops(),
+        100.0 * s.accuracy_before,
+        100.0 * s.accuracy_after,
+        100.0 * s.accuracy_pruned,
+        s.export.path.display()
+    );
+    Ok(())
+}
+
+/// `vision-trainer distill`: the work is in `vision_trainer::optimize::cli`.
+fn distill(args: DistillArgs) -> anyhow::Result<()> {
+    let s = vision_trainer::optimize::cli::distill_command(args).context("distill failed")?;
+    let baseline = s.baseline.as_ref().map_or_else(String::new, |b| {
+        format!(", same student from labels only {:.2}%", 100.0 * b.test_accuracy)
+    });
+    println!(
+        "teacher {:.2}%, distilled student {:.2}% ({} parameters){baseline}; wrote {}",
+        100.0 * s.teacher_test_accuracy,
+        100.0 * s.distilled.test_accuracy,
+        s.student_cost.params,
+        s.export.path.display()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
