@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vision_trainer::export::{Padding, Resize};
 use vision_trainer::import::{self, ImportOptions};
-use vision_trainer::quantize::cli::QuantizeArgs;
 use vision_trainer::optimize::cli::{DistillArgs, PruneArgs};
+use vision_trainer::quantize::cli::QuantizeArgs;
 
 #[derive(Parser)]
 #[command(
@@ -144,7 +144,10 @@ fn prune(args: PruneArgs) -> anyhow::Result<()> {
 fn distill(args: DistillArgs) -> anyhow::Result<()> {
     let s = vision_trainer::optimize::cli::distill_command(args).context("distill failed")?;
     let baseline = s.baseline.as_ref().map_or_else(String::new, |b| {
-        format!(", same student from labels only {:.2}%", 100.0 * b.test_accuracy)
+        format!(
+            ", same student from labels only {:.2}%",
+            100.0 * b.test_accuracy
+        )
     });
     println!(
         "teacher {:.2}%, distilled student {:.2}% ({} parameters){baseline}; wrote {}",
