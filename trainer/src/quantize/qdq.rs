@@ -4,8 +4,8 @@
 //! `QLinearMatMul`, `QLinearAdd`, `QLinearGlobalAveragePool`): every float input arrives
 //! through a `DequantizeLinear` and the output leaves through a `QuantizeLinear`. So:
 //! - each activation a selected node reads or writes is quantized once, per tensor
-//!   (`QuantizeLinear → DequantizeLinear` right after its producer; every reader takes the
-//!   dequantized value), with the range calibration chose and a zero point (asymmetric);
+//!   (`QuantizeLinear` right after its producer, and a `DequantizeLinear` before each reader:
+//!   ORT fuses only DQs with one reader), with the calibrated range and a zero point;
 //! - weights are int8 initializers, symmetric (zero point 0), per output channel by default,
 //!   read through a `DequantizeLinear` with `axis`;
 //! - biases are int32 with scale = input scale × weight scale (zero point 0), so the int32
@@ -336,13 +336,14 @@ pub fn apply(
     };
     let mut new_inits: Vec<TensorProto> = Vec::new();
     let mut q_nodes: HashMap<String, Vec<NodeProto>> = HashMap::new();
-    let mut dq_name: HashMap<String, String> = HashMap::new();
+    // Per tensor: the quantized value, its scale and zero point. Each reader gets its own
+    // DequantizeLinear: ORT fuses a node with its DQ inputs only when no one else reads them.
+    let mut quantized: HashMap<String, [String; 3]> = HashMap::new();
     for t in &plan.tensors {
         let (scale, zp) = params[t];
         let s = names.fresh(&format!("{t}_scale"));
         let z = names.fresh(&format!("{t}_zero_point"));
         let q = names.fresh(&format!("{t}_quantized"));
-        let dq = names.fresh(&format!("{t}_dequantized"));
         new_inits.push(f32_tensor(&s, &[], &[scale]));
         new_inits.push(zp_tensor(&z, zp));
         let qn = node(
@@ -351,14 +352,8 @@ pub fn apply(
             &[t, &s, &z],
             &[&q],
         );
-        let dqn = node(
-            "DequantizeLinear",
-            &names.fresh(&format!("{t}_DequantizeLinear")),
-            &[&q, &s, &z],
-            &[&dq],
-        );
-        q_nodes.insert(t.clone(), vec![qn, dqn]);
-        dq_name.insert(t.clone(), dq);
+        q_nodes.insert(t.clone(), vec![qn]);
+        quantized.insert(t.clone(), [q, s, z]);
     }
 
     // 3. Weights and biases of the selected nodes, read through DequantizeLinear.
@@ -483,11 +478,26 @@ pub fn apply(
             out_nodes.extend(w);
         }
         let mut n = n.clone();
+        let mut own_dq: HashMap<String, String> = HashMap::new();
         for (k, input) in n.input.iter_mut().enumerate() {
             if let Some(r) = replaced_inputs.get(&(i, k)) {
                 *input = r.clone();
-            } else if let Some(dq) = dq_name.get(input.as_str()) {
-                *input = dq.clone();
+            } else if let Some([q, s, z]) = quantized.get(input.as_str()) {
+                let dq = match own_dq.get(input.as_str()) {
+                    Some(dq) => dq.clone(),
+                    None => {
+                        let dq = names.fresh(&format!("{input}_dequantized"));
+                        out_nodes.push(node(
+                            "DequantizeLinear",
+                            &names.fresh(&format!("{input}_DequantizeLinear")),
+                            &[q, s, z],
+                            &[&dq],
+                        ));
+                        own_dq.insert(input.clone(), dq.clone());
+                        dq
+                    }
+                };
+                *input = dq;
             }
         }
         let outs = n.output.clone();
