@@ -13,8 +13,9 @@
 #                 the element's preprocessing needs the other core)
 #   --out DIR     where the results go (default bench/results)
 #   MODEL=FILE    environment: another fp32 model (default models/efficientnet-lite0.onnx)
-#   INT8_MODEL=F  environment: an int8 model to add as a column (default
-#                 models/efficientnet-lite0-int8.onnx when that file exists)
+#   INT8_MODEL=F  environment: an int8 model to add as a column (default: MODEL with .int8
+#                 before .onnx, made by `vision-trainer quantize --photos` when missing)
+#   INT8=0        environment: leave the int8 column out
 #
 # The Python side runs in a venv under .deps/bench-venv with onnxruntime==1.31.1 (the version
 # the element loads), opencv-python-headless, numpy and matplotlib (for the plot) from PyPI.
@@ -46,7 +47,15 @@ if [ ! -s "$MODEL" ]; then
   cargo build --release --quiet -p vision-trainer
   "$TARGET/release/vision-trainer" import --out "$MODEL"
 fi
-INT8_MODEL="${INT8_MODEL:-$ROOT/models/efficientnet-lite0-int8.onnx}"
+INT8_MODEL="${INT8_MODEL:-${MODEL%.onnx}.int8.onnx}"
+if [ "${INT8:-1}" != 0 ] && [ ! -s "$INT8_MODEL" ]; then
+  cargo build --release --quiet -p vision-trainer
+  if "$TARGET/release/vision-trainer" quantize --help >/dev/null 2>&1; then
+    log "quantizing $MODEL to int8 (calibrated on crops of the set-up photos) as $INT8_MODEL"
+    "$TARGET/release/vision-trainer" quantize --model "$MODEL" --photos "$ROOT/.deps/data/photos" \
+      --out "$INT8_MODEL" || log "vision-trainer quantize failed: no int8 column"
+  fi
+fi
 
 VENV="$ROOT/.deps/bench-venv"
 PY_PACKAGES=(onnxruntime==1.31.1 opencv-python-headless==5.0.0.93 numpy==2.4.6 matplotlib==3.11.2)
@@ -68,7 +77,7 @@ printf '{"cpu": "%s, %s CPUs, %s GiB", "date": "%s"}\n' \
 log "element vs bare session, batches 1,4,8, $ROUNDS rounds of $FRAMES frames, latency"
 "$BENCH" --model "$MODEL" --batches 1,4,8 --threads "$THREADS" --frames "$FRAMES" \
   --rounds "$ROUNDS" --latency 200 --json "$OUT/fp32.json" | tee "$OUT/fp32.txt"
-if [ -s "$INT8_MODEL" ]; then
+if [ "${INT8:-1}" != 0 ] && [ -s "$INT8_MODEL" ]; then
   log "int8 model $INT8_MODEL"
   "$BENCH" --model "$INT8_MODEL" --batches 1,4,8 --threads "$THREADS" --frames "$FRAMES" \
     --rounds "$ROUNDS" --json "$OUT/int8.json" | tee "$OUT/int8.txt"
