@@ -51,7 +51,7 @@ cleanup() {
   if [ "${KEEP:-0}" = 1 ]; then
     log "KEEP=1: left running; remove with: docker rm -f $SUB; ${COMPOSE[*]} -p $PROJECT -f docker/compose.yaml down -v"
   else
-    docker rm -f "$SUB" >/dev/null 2>&1 || true
+    docker rm -f -v "$SUB" >/dev/null 2>&1 || true
     dc down -v --remove-orphans >/dev/null 2>&1 || true
   fi
   rm -rf "$WORK"
@@ -60,7 +60,7 @@ cleanup() {
 }
 trap cleanup EXIT
 dc down -v --remove-orphans >/dev/null 2>&1 || true
-docker rm -f "$SUB" >/dev/null 2>&1 || true
+docker rm -f -v "$SUB" >/dev/null 2>&1 || true
 
 log "starting the broker"
 dc up -d mosquitto

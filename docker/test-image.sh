@@ -18,7 +18,7 @@ NAME="vision-image-test-$$"
 log() { printf '[image-test %s] %s\n' "$(date +%T)" "$*"; }
 fail() { printf '[image-test] FAIL: %s\n' "$*" >&2; exit 1; }
 T0=$(date +%s)
-trap 'docker rm -f "$NAME" >/dev/null 2>&1 || true; log "took $(( $(date +%s) - T0 )) s"' EXIT
+trap 'docker rm -f -v "$NAME" >/dev/null 2>&1 || true; log "took $(( $(date +%s) - T0 )) s"' EXIT
 
 docker image inspect "$IMAGE" >/dev/null 2>&1 || "$ROOT/docker/build.sh"
 
@@ -47,7 +47,7 @@ docker exec "$NAME" bash -c 'kill -STOP -1' || true   # every process but PID 1 
 sleep 7
 if out="$(docker exec "$NAME" healthcheck.sh)"; then fail "health check passed with a stalled pipeline: $out"; fi
 echo "  stalled: $out"
-docker rm -f "$NAME" >/dev/null
+docker rm -f -v "$NAME" >/dev/null
 
 log "3. a bad setting"
 set +e

@@ -16,7 +16,7 @@ T0=$(date +%s)
 EVENTS="$(mktemp)"
 cleanup() {
   rm -f "$EVENTS"
-  docker rm -f "$P-camera" "$P-broker" "$P-gateway" >/dev/null 2>&1 || true
+  docker rm -f -v "$P-camera" "$P-broker" "$P-gateway" >/dev/null 2>&1 || true
   docker network rm "$P" >/dev/null 2>&1 || true
   log "took $(( $(date +%s) - T0 )) s"
 }
