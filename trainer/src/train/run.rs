@@ -1,0 +1,705 @@
+//! A whole run from a [`TrainConfig`]: data, splits, model, training (and for transfer the
+//! fine-tuning phase), test metrics and the report folder.
+//!
+//! ```text
+//! OUT/config.toml metrics.json history.json curves.png confusion.png balance.txt summary.md
+//! OUT/model.json          what network, classes and input the weights belong to
+//! OUT/model.bpk           the best epoch's weights (burnpack)
+//! OUT/checkpoints/        last/ (resumable) and best/ of each phase
+//! OUT/model.onnx          the best model as ONNX, checked in ONNX Runtime
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::prelude::*;
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint;
+use super::config::{Arch, TrainConfig};
+use super::fit::{self, FitObserver, FitOutcome};
+use super::source::SplitSource;
+use super::{BatchSource, TrainError};
+use crate::data::{self, DataSpec, Dataset, InputSpec, SplitFractions, Splits};
+use crate::export::Resize;
+use crate::model::Classifier;
+use crate::model::cnn::{SmallCnn, SmallCnnConfig};
+use crate::model::efficientnet::{EffnetClassifier, EffnetConfig};
+use crate::report::{EpochRecord, History, Metrics, Progress, RunReport};
+
+/// Files of a run folder written here (the report's own are in `report::run::files`).
+pub const MODEL_CARD: &str = "model.json";
+pub const MODEL_WEIGHTS: &str = "model.bpk";
+pub const CHECKPOINTS: &str = "checkpoints";
+pub const ONNX_MODEL: &str = "model.onnx";
+
+/// The network a weights file belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "kebab-case")]
+pub enum Network {
+    Cnn(SmallCnnConfig),
+    EfficientnetLite0(EffnetConfig),
+}
+
+/// `InputSpec` in a serialisable form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputCard {
+    pub size: [usize; 2],
+    pub channels: usize,
+    pub resize: String,
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl From<&InputSpec> for InputCard {
+    fn from(i: &InputSpec) -> Self {
+        Self {
+            size: i.size,
+            channels: i.channels,
+            resize: i
+                .resize
+                .to_possible_value()
+                .map_or_else(|| "stretch".into(), |v| v.get_name().to_owned()),
+            scale: i.scale,
+            mean: i.mean,
+            std: i.std,
+        }
+    }
+}
+
+impl InputCard {
+    pub fn to_spec(&self) -> Result<InputSpec, TrainError> {
+        let resize = Resize::from_str(&self.resize, true)
+            .map_err(|e| TrainError::Config(format!("input resize `{}`: {e}", self.resize)))?;
+        Ok(InputSpec {
+            size: self.size,
+            channels: self.channels,
+            resize,
+            scale: self.scale,
+            mean: self.mean,
+            std: self.std,
+        })
+    }
+}
+
+/// `model.json`: everything needed to rebuild the network and feed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub network: Network,
+    pub classes: Vec<String>,
+    pub input: InputCard,
+    /// Where the training data came from (`Dataset::description`).
+    pub training_data: String,
+}
+
+impl ModelCard {
+    pub fn read(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), TrainError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(path, text + "\n").map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// A trained network of either architecture, on a plain (inference) device.
+#[derive(Debug, Clone)]
+pub enum TrainedModel {
+    Cnn(SmallCnn),
+    Effnet(EffnetClassifier),
+}
+
+impl TrainedModel {
+    /// Rebuilds the network of `card` and loads `weights` (a burnpack file) into it.
+    pub fn load(card: &ModelCard, weights: &Path) -> Result<Self, TrainError> {
+        let device = Device::flex();
+        Ok(match &card.network {
+            Network::Cnn(c) => {
+                TrainedModel::Cnn(checkpoint::load_model(weights, c.init(&device)?)?.valid())
+            }
+            Network::EfficientnetLite0(c) => {
+                let model = c.init(&device).map_err(|e| TrainError::Other(e.to_string()))?;
+                TrainedModel::Effnet(checkpoint::load_model(weights, model)?.valid())
+            }
+        })
+    }
+
+    /// Scores (logits, N×K row-major) of every image of `source`, in order.
+    pub fn predict(&self, source: &dyn BatchSource) -> Result<Vec<f32>, TrainError> {
+        match self {
+            TrainedModel::Cnn(m) => predict(m, source),
+            TrainedModel::Effnet(m) => predict(m, source),
+        }
+    }
+}
+
+/// Logits of `model` (already in inference mode, on a plain device) for every image of
+/// `source`, in order.
+pub fn predict<M: Classifier>(model: &M, source: &dyn BatchSource) -> Result<Vec<f32>, TrainError> {
+    let device = Device::flex();
+    let mut scores = Vec::new();
+    for batch in source.batches(0)? {
+        let batch = batch?;
+        let images = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
+        let logits = model.logits(images).into_data();
+        scores.extend(
+            logits
+                .try_into_vec::<f32>()
+                .map_err(|e| TrainError::Tensor(format!("{e:?}")))?,
+        );
+    }
+    Ok(scores)
+}
+
+/// A loaded dataset with its splits and the model input.
+pub struct Prepared {
+    pub dataset: Arc<Dataset>,
+    pub splits: Splits,
+    pub input: InputSpec,
+    /// `balance_report` of the splits, as text.
+    pub balance: String,
+}
+
+/// The model input for `arch` on `ds` with the config's `image_size`.
+pub fn input_spec(config: &TrainConfig, ds: &Dataset) -> InputSpec {
+    match config.arch {
+        Arch::Cnn => {
+            let native = ds.images.first().map_or([28, 28], |i| [i.height, i.width]);
+            InputSpec {
+                size: if config.image_size > 0 {
+                    [config.image_size; 2]
+                } else {
+                    native
+                },
+                channels: ds.channels().max(1),
+                resize: Resize::Stretch,
+                scale: 1.0 / 255.0,
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            }
+        }
+        Arch::EfficientnetLite0 => {
+            let pre = crate::import::preprocess(Resize::Stretch);
+            let side = if config.image_size > 0 {
+                config.image_size
+            } else {
+                crate::import::INPUT_SIZE
+            };
+            InputSpec {
+                size: [side, side],
+                channels: 3,
+                resize: pre.resize,
+                scale: pre.scale,
+                mean: pre.mean,
+                std: pre.std,
+            }
+        }
+    }
+}
+
+/// Loads the data of `config`, splits it (stratified, seeded) and picks the model input.
+pub fn prepare(config: &TrainConfig) -> Result<Prepared, TrainError> {
+    let spec = DataSpec::from_str(&config.data)?;
+    let mut ds = data::load(&spec)?;
+    let fractions = if ds.predefined_test.is_some() {
+        SplitFractions {
+            train: (1.0 - config.val_fraction) as f32,
+            val: config.val_fraction as f32,
+            test: 0.0,
+        }
+    } else {
+        SplitFractions {
+            train: (1.0 - config.val_fraction - config.test_fraction) as f32,
+            val: config.val_fraction as f32,
+            test: config.test_fraction as f32,
+        }
+    };
+    let mut splits = Splits::stratified(&ds, fractions, config.seed)?;
+    if config.train_per_class > 0 {
+        splits.train =
+            data::subset_per_class(&ds, &splits.train, config.train_per_class, config.seed);
+    }
+    let input = input_spec(config, &ds);
+    // Large pictures are fitted once, not in every epoch.
+    let largest = ds
+        .images
+        .iter()
+        .map(|i| i.width.max(i.height))
+        .max()
+        .unwrap_or(0);
+    if largest > 2 * input.size[0].max(input.size[1]) {
+        ds = ds.fitted(&input)?;
+    }
+    let balance = data::balance_report(&ds, &splits).to_string();
+    Ok(Prepared {
+        dataset: Arc::new(ds),
+        splits,
+        input,
+        balance,
+    })
+}
+
+/// Shows a [`Progress`] for the loop.
+pub struct ProgressObserver {
+    progress: Progress,
+}
+
+impl ProgressObserver {
+    pub fn new(progress: Progress) -> Self {
+        Self { progress }
+    }
+}
+
+impl FitObserver for ProgressObserver {
+    fn epoch_start(&mut self, epoch: usize, _batches: usize) {
+        self.progress.start_epoch(epoch);
+    }
+    fn batch_end(&mut self, _epoch: usize, batch: usize, loss: f64, accuracy: f64, images: usize) {
+        self.progress.batch(batch, loss, accuracy, images);
+    }
+    fn epoch_end(&mut self, record: &EpochRecord) {
+        self.progress.end_epoch(record);
+    }
+}
+
+/// How a run is carried out (not part of the recorded configuration).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The run folder.
+    pub out: PathBuf,
+    /// Continue from `OUT/checkpoints` if a previous run left one there.
+    pub resume: bool,
+    /// Show progress on stderr.
+    pub progress: bool,
+    /// EfficientNet-Lite0 weights (`.pth`) for transfer; default: the project's `.deps/`.
+    pub weights: Option<PathBuf>,
+    /// Write `OUT/model.onnx` (checked in ONNX Runtime) after training.
+    pub export: bool,
+    /// ONNX Runtime library for the export check; default: the project's `.deps/`.
+    pub ort_library: Option<PathBuf>,
+}
+
+/// What a finished run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub out: PathBuf,
+    pub test: Metrics,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    pub train_seconds: f64,
+    pub train_images_per_second: f64,
+    /// `OUT/model.bpk` and `OUT/model.json`.
+    pub weights: PathBuf,
+    pub card: PathBuf,
+    /// What the ONNX export wrote and how it compared in ONNX Runtime, when it ran.
+    pub export: Option<String>,
+}
+
+fn observer(options: &RunOptions, epochs: usize, batches: usize) -> Box<dyn FitObserver> {
+    if options.progress {
+        Box::new(ProgressObserver::new(Progress::new(epochs, batches)))
+    } else {
+        Box::new(fit::Quiet)
+    }
+}
+
+/// Trains as `config` says and writes the run folder `options.out`.
+pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, TrainError> {
+    config.validate()?;
+    let started = Instant::now();
+    let prepared = prepare(config)?;
+    let mut report = RunReport::create(&options.out)?;
+    report.write_config(&config.to_toml()?)?;
+    report.write_balance(&prepared.balance)?;
+
+    let ds = &prepared.dataset;
+    let classes = ds.classes.clone();
+    let train = SplitSource::training(
+        ds.clone(),
+        prepared.splits.train.clone(),
+        config.batch_size,
+        prepared.input.clone(),
+        config.effective_augment(),
+        config.seed,
+    );
+    let eval_batch = config.batch_size.max(64);
+    let val = SplitSource::evaluation(
+        ds.clone(),
+        prepared.splits.val.clone(),
+        eval_batch,
+        prepared.input.clone(),
+    );
+    let val_ref: Option<&dyn BatchSource> = if val.indices.is_empty() {
+        None
+    } else {
+        Some(&val)
+    };
+    let test = SplitSource::evaluation(
+        ds.clone(),
+        prepared.splits.test.clone(),
+        eval_batch,
+        prepared.input.clone(),
+    );
+    let checkpoints = options.out.join(CHECKPOINTS);
+    let device = Device::flex().autodiff();
+    device.seed(config.seed);
+
+    let (network, history, best, stopped_early, best_epoch, ips) = match config.arch {
+        Arch::Cnn => {
+            let cnn = SmallCnnConfig {
+                in_channels: prepared.input.channels,
+                classes: classes.len(),
+                widths: config.cnn.widths.clone(),
+                blocks_per_stage: config.cnn.blocks_per_stage,
+                dropout: config.dropout,
+                stem_stride: config.cnn.stem_stride,
+            };
+            let model = cnn.init(&device)?;
+            let mut obs = observer(options, config.epochs, train.batch_count());
+            let out = fit::fit(
+                model,
+                &train,
+                val_ref,
+                &config.fit_config(Some(&checkpoints), options.resume),
+                &device,
+                obs.as_mut(),
+            )?;
+            let FitOutcome {
+                best,
+                best_epoch,
+                history,
+                stopped_early,
+                train_images_per_second,
+                ..
+            } = out;
+            (
+                Network::Cnn(cnn),
+                history,
+                TrainedModel::Cnn(best.valid()),
+                stopped_early,
+                best_epoch,
+                train_images_per_second,
+            )
+        }
+        Arch::EfficientnetLite0 => {
+            let effnet = EffnetConfig {
+                classes: classes.len(),
+                dropout: config.dropout,
+                ..EffnetConfig::default()
+            };
+            let (best, history, stopped_early, best_epoch, ips) = transfer(
+                config,
+                options,
+                &effnet,
+                &train,
+                val_ref,
+                &checkpoints,
+                &device,
+            )?;
+            (
+                Network::EfficientnetLite0(effnet),
+                history,
+                TrainedModel::Effnet(best.valid()),
+                stopped_early,
+                best_epoch,
+                ips,
+            )
+        }
+    };
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    let weights = options.out.join(MODEL_WEIGHTS);
+    match &best {
+        TrainedModel::Cnn(m) => checkpoint::save_model(&weights, m)?,
+        TrainedModel::Effnet(m) => checkpoint::save_model(&weights, m)?,
+    }
+    let card = ModelCard {
+        network,
+        classes: classes.clone(),
+        input: InputCard::from(&prepared.input),
+        training_data: ds.description.clone(),
+    };
+    let card_path = options.out.join(MODEL_CARD);
+    card.write(&card_path)?;
+
+    let scores = best.predict(&test)?;
+    let metrics = Metrics::compute(&scores, &test.labels(), &classes)?;
+    report.write_history(&history)?;
+    report.write_curves(&history)?;
+    report.write_confusion(&metrics)?;
+    let extra = serde_json::json!({
+        "arch": config.arch.name(),
+        "data": ds.description,
+        "epochs_run": history.epochs.len(),
+        "best_epoch": best_epoch,
+        "stopped_early": stopped_early,
+        "seconds": train_seconds,
+        "train_images_per_second": ips,
+        "train_images": prepared.splits.train.len(),
+        "val_images": prepared.splits.val.len(),
+        "test_images": prepared.splits.test.len(),
+    });
+    report.write_metrics(&metrics, &extra)?;
+    report.write_summary(&format!(
+        "{} on {}",
+        config.arch.name(),
+        ds.description
+    ))?;
+    let export = if options.export {
+        let library = options.ort_library.clone().unwrap_or_else(|| {
+            crate::import::ImportOptions::project_defaults(&project_root(), PathBuf::new())
+                .ort_library
+        });
+        Some(super::evaluate::export_run(
+            &options.out,
+            &options.out.join(ONNX_MODEL),
+            &library,
+        )?)
+    } else {
+        None
+    };
+    Ok(RunSummary {
+        export,
+        out: options.out.clone(),
+        test: metrics,
+        epochs_run: history.epochs.len(),
+        best_epoch,
+        stopped_early,
+        train_seconds,
+        train_images_per_second: ips,
+        weights,
+        card: card_path,
+    })
+}
+
+type TransferOutcome = (EffnetClassifier, History, bool, usize, f64);
+
+/// Transfer learning: the ImageNet backbone frozen and a new head trained for
+/// `config.epochs`, then (if `config.finetune.blocks` and `.epochs` are > 0) the last blocks
+/// unfrozen and everything trainable trained for `finetune.epochs` at `lr × lr_factor`.
+fn transfer(
+    config: &TrainConfig,
+    options: &RunOptions,
+    effnet: &EffnetConfig,
+    train: &SplitSource,
+    val: Option<&dyn BatchSource>,
+    checkpoints: &Path,
+    device: &Device,
+) -> Result<TransferOutcome, TrainError> {
+    let weights = match &options.weights {
+        Some(w) => w.clone(),
+        None => crate::import::ImportOptions::project_defaults(&project_root(), PathBuf::new())
+            .weights,
+    };
+    let model = effnet
+        .pretrained(&weights, device)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", weights.display())))?
+        .freeze_backbone();
+    let head_dir = checkpoints.join("head");
+    let mut obs = observer(options, config.epochs, train.batch_count());
+    let head = fit::fit(
+        model,
+        train,
+        val,
+        &config.fit_config(Some(&head_dir), options.resume),
+        device,
+        obs.as_mut(),
+    )?;
+    if config.finetune.blocks == 0 || config.finetune.epochs == 0 {
+        return Ok((
+            head.best,
+            head.history,
+            head.stopped_early,
+            head.best_epoch,
+            head.train_images_per_second,
+        ));
+    }
+    let mut fine_config = config.fit_config(Some(&checkpoints.join("finetune")), options.resume);
+    fine_config.epochs = config.finetune.epochs;
+    fine_config.optimizer.lr *= config.finetune.lr_factor;
+    let model = head.best.clone().unfreeze_last_blocks(config.finetune.blocks);
+    let mut obs = observer(options, config.finetune.epochs, train.batch_count());
+    let fine = fit::fit(model, train, val, &fine_config, device, obs.as_mut())?;
+    let mut history = head.history;
+    let offset = history.epochs.len();
+    for mut r in fine.history.epochs {
+        r.epoch += offset;
+        history.push(r);
+    }
+    // The fine-tuned model wins only if validation says it is better (or there is none).
+    let metric = config.early_stopping.metric.metric();
+    let best_overall = history.best(metric).map(|r| r.epoch);
+    let (best, best_epoch) = match best_overall {
+        Some(e) if e <= offset => (head.best, head.best_epoch),
+        _ => (fine.best, fine.best_epoch + offset),
+    };
+    Ok((
+        best,
+        history,
+        fine.stopped_early,
+        best_epoch,
+        fine.train_images_per_second,
+    ))
+}
+
+/// The nearest folder from the current directory upwards that has `.deps/` (where
+/// scripts/setup.sh puts the EfficientNet weights), else the current directory.
+pub fn project_root() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    cwd.ancestors()
+        .find(|d| d.join(".deps").is_dir())
+        .map_or_else(|| cwd.clone(), Path::to_path_buf)
+}
+
+/// Test-split metrics of a trained run folder (or of `model.json` + `model.bpk` anywhere)
+/// on the data and splits of `config` (the run's own `config.toml` by default).
+pub fn evaluate_checkpoint(
+    card_path: &Path,
+    weights: &Path,
+    config: &TrainConfig,
+) -> Result<(Metrics, ModelCard), TrainError> {
+    let card = ModelCard::read(card_path)?;
+    let model = TrainedModel::load(&card, weights)?;
+    let prepared = prepare(config)?;
+    if prepared.dataset.classes != card.classes {
+        return Err(TrainError::Config(format!(
+            "the model was trained on classes [{}] but the data has [{}]",
+            card.classes.join(", "),
+            prepared.dataset.classes.join(", ")
+        )));
+    }
+    let test = SplitSource::evaluation(
+        prepared.dataset.clone(),
+        prepared.splits.test.clone(),
+        config.batch_size.max(64),
+        card.input.to_spec()?,
+    );
+    let scores = model.predict(&test)?;
+    let metrics = Metrics::compute(&scores, &test.labels(), &card.classes)?;
+    Ok((metrics, card))
+}
+
+/// Hyper-parameter search for `base` (CNN or transfer): every trial is a fresh run on the
+/// training split, scored on the validation split; writes the leaderboard into `out`.
+pub fn search(
+    base: &TrainConfig,
+    config: &super::search::SearchConfig,
+    out: &Path,
+) -> Result<super::search::Leaderboard, TrainError> {
+    base.validate()?;
+    let prepared = prepare(base)?;
+    if prepared.splits.val.is_empty() {
+        return Err(TrainError::EmptySplit("validation"));
+    }
+    let ds = &prepared.dataset;
+    let classes = ds.classes.len();
+    let mut trial = |id: usize, c: &TrainConfig| -> Result<super::search::RungResult, TrainError> {
+        c.validate()?;
+        let started = Instant::now();
+        let train = SplitSource::training(
+            ds.clone(),
+            prepared.splits.train.clone(),
+            c.batch_size,
+            prepared.input.clone(),
+            c.effective_augment(),
+            c.seed,
+        );
+        let val = SplitSource::evaluation(
+            ds.clone(),
+            prepared.splits.val.clone(),
+            c.batch_size.max(64),
+            prepared.input.clone(),
+        );
+        let device = Device::flex().autodiff();
+        device.seed(c.seed);
+        let mut fit_config = c.fit_config(None, false);
+        // Every trial gets its full budget: early stopping would blur the comparison.
+        fit_config.early_stopping.patience = 0;
+        let history = match c.arch {
+            Arch::Cnn => {
+                let model = SmallCnnConfig {
+                    in_channels: prepared.input.channels,
+                    classes,
+                    widths: c.cnn.widths.clone(),
+                    blocks_per_stage: c.cnn.blocks_per_stage,
+                    dropout: c.dropout,
+                    stem_stride: c.cnn.stem_stride,
+                }
+                .init(&device)?;
+                fit::fit(model, &train, Some(&val), &fit_config, &device, &mut fit::Quiet)?.history
+            }
+            Arch::EfficientnetLite0 => {
+                let options = RunOptions::default();
+                let effnet = EffnetConfig {
+                    classes,
+                    dropout: c.dropout,
+                    ..EffnetConfig::default()
+                };
+                let weights = match &options.weights {
+                    Some(w) => w.clone(),
+                    None => crate::import::ImportOptions::project_defaults(
+                        &project_root(),
+                        PathBuf::new(),
+                    )
+                    .weights,
+                };
+                let model = effnet
+                    .pretrained(&weights, &device)
+                    .map_err(|e| TrainError::Other(format!("{}: {e}", weights.display())))?
+                    .freeze_backbone();
+                fit::fit(model, &train, Some(&val), &fit_config, &device, &mut fit::Quiet)?.history
+            }
+        };
+        let metric = c.early_stopping.metric.metric();
+        let best = history
+            .best(metric)
+            .ok_or(TrainError::EmptySplit("validation"))?;
+        let result = super::search::RungResult {
+            epochs: c.epochs,
+            val_accuracy: best.val_accuracy.unwrap_or(0.0),
+            val_loss: best.val_loss.unwrap_or(f64::INFINITY),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "trial {id}: lr {:.4} batch {} wd {:.1e} augment {:.2}, {} epoch(s): val acc {:.4} \
+             loss {:.4} ({:.0} s)",
+            c.optimizer.lr,
+            c.batch_size,
+            c.optimizer.weight_decay,
+            c.augment_strength,
+            c.epochs,
+            result.val_accuracy,
+            result.val_loss,
+            result.seconds
+        );
+        Ok(result)
+    };
+    let board = super::search::successive_halving(base, config, &mut trial, &mut |board| {
+        // The leaderboard is rewritten after every rung, so an interrupted search keeps it.
+        if let Err(e) = board.write(out, base) {
+            eprintln!("cannot write the leaderboard: {e}");
+        }
+    })?;
+    board.write(out, base)?;
+    Ok(board)
+}
