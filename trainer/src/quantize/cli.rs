@@ -71,7 +71,8 @@ pub struct QuantizeArgs {
     /// 8-bit weights even without VNNI.
     #[arg(long, overrides_with = "reduce_range")]
     pub full_range: bool,
-    /// Signedness of quantized activations (default: s8 with VNNI, u8 without).
+    /// Signedness of quantized activations (default u8: ORT fuses every int8 node with it on
+    /// x86; s8 leaves the residual Adds in float).
     #[arg(long, value_enum)]
     pub activations: Option<Activations>,
     /// Largest accepted top-1 drop against the float model, in points.
