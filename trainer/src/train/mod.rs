@@ -46,13 +46,13 @@ pub trait BatchSource {
 /// What can go wrong while training, evaluating or searching.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{0}")]
+    #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error("preparing batches stopped: {0}")]
     Loader(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Report(#[from] crate::report::ReportError),
-    #[error("model: {0}")]
+    #[error(transparent)]
     Model(#[from] crate::model::cnn::CnnConfigError),
     #[error("the {0} split is empty: use more data or other split fractions")]
     EmptySplit(&'static str),
