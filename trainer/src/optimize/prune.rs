@@ -444,16 +444,19 @@ pub fn apply(model: &SmallCnn, plan: &PrunePlan) -> Result<SmallCnn, PruneError>
     })
 }
 
-/// `t` restricted to the indices `keep` along `dim`, detached.
+/// `t` restricted to the indices `keep` along `dim`, as a new tensor with no autodiff history
+/// (a fresh leaf, so that it can become a trainable parameter on an autodiff device).
 fn select<const D: usize>(t: Tensor<D>, dim: usize, keep: &[usize]) -> Tensor<D> {
-    let t = t.detach();
-    if keep.len() == t.dims()[dim] && keep.iter().enumerate().all(|(i, &k)| i == k) {
-        return t;
-    }
     let device = t.device();
-    let indices: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
-    let indices = Tensor::<1, Int>::from_data(TensorData::new(indices, [keep.len()]), &device);
-    t.select(dim, indices)
+    let t = t.detach();
+    let kept = if keep.len() == t.dims()[dim] && keep.iter().enumerate().all(|(i, &k)| i == k) {
+        t
+    } else {
+        let indices: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
+        let indices = Tensor::<1, Int>::from_data(TensorData::new(indices, [keep.len()]), &device);
+        t.select(dim, indices)
+    };
+    Tensor::from_data(kept.into_data(), &device)
 }
 
 /// A ConvBn keeping output channels `out` and (if given) input channels `input`.
@@ -659,6 +662,24 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_pruned_training_model_trains() -> Result<(), Box<dyn std::error::Error>> {
+        use burn::optim::{GradientsParams, SgdConfig};
+        // On the autodiff device (as `prune` runs before fine-tuning) every new tensor must
+        // be a trainable leaf.
+        let device = Device::flex().autodiff();
+        let m = model(&device)?;
+        let (pruned, _) = prune(&m, &PruneConfig::default(), [12, 12])?;
+        let x = Tensor::<4>::random([4, 1, 12, 12], burn::tensor::Distribution::Default, &device);
+        let before = pruned.stem.conv.weight.val().into_data();
+        let loss = pruned.forward(x).powf_scalar(2.0).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &pruned);
+        let mut optim = SgdConfig::new().init();
+        let stepped = optim.step(0.1, pruned, grads);
+        assert_ne!(stepped.stem.conv.weight.val().into_data(), before);
         Ok(())
     }
 
