@@ -251,7 +251,11 @@ fn print_summary(s: &RunSummary) {
         "{} epochs (best {}{}), {:.1} min, {:.0} training images/s",
         s.epochs_run,
         s.best_epoch,
-        if s.stopped_early { ", stopped early" } else { "" },
+        if s.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        },
         s.train_seconds / 60.0,
         s.train_images_per_second
     );

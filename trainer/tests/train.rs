@@ -13,9 +13,7 @@ use vision_trainer::model::cnn::SmallCnnConfig;
 use vision_trainer::report::EpochRecord;
 use vision_trainer::train::run::{self, RunOptions};
 use vision_trainer::train::source::SplitSource;
-use vision_trainer::train::{
-    EarlyStopping, FitConfig, FitObserver, StopMetric, TrainConfig, fit,
-};
+use vision_trainer::train::{EarlyStopping, FitConfig, FitObserver, StopMetric, TrainConfig, fit};
 
 /// Fashion-MNIST, loaded once per test binary.
 fn fashion() -> anyhow::Result<&'static (Arc<Dataset>, Splits)> {
@@ -162,7 +160,11 @@ fn a_short_run_beats_chance_by_far() -> anyhow::Result<()> {
 #[test]
 fn the_same_seed_gives_the_same_losses() -> anyhow::Result<()> {
     let config = fit_config(1, 5);
-    let (mut a, mut b, mut c) = (Recorder::default(), Recorder::default(), Recorder::default());
+    let (mut a, mut b, mut c) = (
+        Recorder::default(),
+        Recorder::default(),
+        Recorder::default(),
+    );
     train_once(5, 1, &config, &mut a)?;
     train_once(5, 1, &config, &mut b)?;
     assert!(a.losses.len() >= 10);
@@ -198,12 +200,18 @@ fn resuming_after_an_epoch_continues_exactly() -> anyhow::Result<()> {
     let losses: Vec<f64> = first.losses.iter().chain(&second.losses).copied().collect();
     assert_eq!(losses.len(), whole.losses.len());
     for (i, (a, b)) in losses.iter().zip(&whole.losses).enumerate() {
-        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "batch {i}: {a} vs {b}");
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+            "batch {i}: {a} vs {b}"
+        );
     }
     let (a, b) = (&resumed.history.epochs[1], &uninterrupted.history.epochs[1]);
     assert!((a.train_loss - b.train_loss).abs() < 1e-4);
     assert_eq!(a.learning_rate, b.learning_rate);
-    let (va, vb) = (a.val_accuracy.unwrap_or(-1.0), b.val_accuracy.unwrap_or(-2.0));
+    let (va, vb) = (
+        a.val_accuracy.unwrap_or(-1.0),
+        b.val_accuracy.unwrap_or(-2.0),
+    );
     assert!((va - vb).abs() < 1e-3, "val accuracy {va} vs {vb}");
     Ok(())
 }
@@ -220,7 +228,11 @@ fn early_stopping_stops_when_the_metric_does_not_improve() -> anyhow::Result<()>
     let mut rec = Recorder::default();
     let out = train_once(11, 6, &config, &mut rec)?;
     assert!(out.stopped_early);
-    assert_eq!(out.history.epochs.len(), 3, "1 best epoch + 2 without improvement");
+    assert_eq!(
+        out.history.epochs.len(),
+        3,
+        "1 best epoch + 2 without improvement"
+    );
     assert_eq!(out.best_epoch, 1);
     Ok(())
 }

@@ -6,11 +6,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use crate::data::AugmentConfig;
 use super::fit::{EarlyStopping, FitConfig};
 use super::loss::LossConfig;
 use super::optim::OptimizerConfig;
 use super::schedule::ScheduleConfig;
+use crate::data::AugmentConfig;
 
 /// Which network a run trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

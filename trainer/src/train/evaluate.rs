@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
+use super::BatchSource;
 use super::TrainError;
 use super::config::TrainConfig;
 use super::overrides::ConfigArgs;
 use super::run::{self, MODEL_CARD, MODEL_WEIGHTS, ModelCard, Network, TrainedModel};
 use super::source::SplitSource;
-use super::BatchSource;
 use crate::export::{Metadata, ModelInfo};
 use crate::model::export as onnx_export;
 use crate::report::{Metrics, RunReport};
@@ -38,7 +38,8 @@ pub struct EvaluateReport {
 }
 
 fn is_onnx(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 /// Test metrics of a run folder's `model.bpk`, or of an ONNX file run in ONNX Runtime, on the
@@ -89,7 +90,11 @@ pub fn evaluate(request: &EvaluateRequest) -> Result<EvaluateReport, TrainError>
     };
     let metrics = Metrics::compute(&scores, &test.labels(), &card.classes)?;
     let out = request.out.clone().unwrap_or(run_dir);
-    let name = if onnx { "evaluation-onnx" } else { "evaluation" };
+    let name = if onnx {
+        "evaluation-onnx"
+    } else {
+        "evaluation"
+    };
     let dir = out.join(name);
     let mut sub = RunReport::create(&dir)?;
     let extra = serde_json::json!({
@@ -105,8 +110,7 @@ pub fn evaluate(request: &EvaluateRequest) -> Result<EvaluateReport, TrainError>
 }
 
 fn default_ort() -> PathBuf {
-    crate::import::ImportOptions::project_defaults(&run::project_root(), PathBuf::new())
-        .ort_library
+    crate::import::ImportOptions::project_defaults(&run::project_root(), PathBuf::new()).ort_library
 }
 
 fn onnx_scores(
@@ -184,11 +188,10 @@ pub fn export_run(run_dir: &Path, out: &Path, ort_library: &Path) -> Result<Stri
         .batches(0)?
         .next()
         .ok_or(TrainError::EmptySplit("test"))??;
-    let images = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &Device::flex());
+    let images =
+        Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &Device::flex());
     let parity = match &model {
-        TrainedModel::Cnn(m) => {
-            onnx_export::check_against_ort(m, out, images, 1e-3, ort_library)
-        }
+        TrainedModel::Cnn(m) => onnx_export::check_against_ort(m, out, images, 1e-3, ort_library),
         TrainedModel::Effnet(m) => {
             onnx_export::check_against_ort(m, out, images, 1e-3, ort_library)
         }

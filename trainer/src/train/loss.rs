@@ -139,7 +139,7 @@ mod tests {
         let targets = Tensor::<2>::from_floats([[0.0, 1.0, 0.0, 0.0]], &device);
         let smoothed = smooth(targets, 0.1)
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap_or_default();
         let expected = [0.025, 0.925, 0.025, 0.025];
         assert_eq!(smoothed.len(), 4);

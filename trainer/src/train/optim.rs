@@ -51,10 +51,10 @@ impl OptimizerConfig {
     /// A fresh optimiser with empty state.
     pub fn init(&self) -> ModuleOptimizer {
         let clip = (self.grad_clip_norm > 0.0)
-            .then(|| GradientClippingConfig::Norm(self.grad_clip_norm as f32));
+            .then_some(GradientClippingConfig::Norm(self.grad_clip_norm as f32));
         match self.kind {
             OptimizerKind::Sgd => SgdConfig::new()
-                .with_momentum((self.momentum > 0.0).then(|| MomentumConfig {
+                .with_momentum((self.momentum > 0.0).then_some(MomentumConfig {
                     momentum: self.momentum,
                     dampening: 0.0,
                     nesterov: self.nesterov,

@@ -137,7 +137,9 @@ impl TrainedModel {
                 TrainedModel::Cnn(checkpoint::load_model(weights, c.init(&device)?)?.valid())
             }
             Network::EfficientnetLite0(c) => {
-                let model = c.init(&device).map_err(|e| TrainError::Other(e.to_string()))?;
+                let model = c
+                    .init(&device)
+                    .map_err(|e| TrainError::Other(e.to_string()))?;
                 TrainedModel::Effnet(checkpoint::load_model(weights, model)?.valid())
             }
         })
@@ -460,11 +462,7 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
         "test_images": prepared.splits.test.len(),
     });
     report.write_metrics(&metrics, &extra)?;
-    report.write_summary(&format!(
-        "{} on {}",
-        config.arch.name(),
-        ds.description
-    ))?;
+    report.write_summary(&format!("{} on {}", config.arch.name(), ds.description))?;
     let export = if options.export {
         let library = options.ort_library.clone().unwrap_or_else(|| {
             crate::import::ImportOptions::project_defaults(&project_root(), PathBuf::new())
@@ -508,8 +506,9 @@ fn transfer(
 ) -> Result<TransferOutcome, TrainError> {
     let weights = match &options.weights {
         Some(w) => w.clone(),
-        None => crate::import::ImportOptions::project_defaults(&project_root(), PathBuf::new())
-            .weights,
+        None => {
+            crate::import::ImportOptions::project_defaults(&project_root(), PathBuf::new()).weights
+        }
     };
     let model = effnet
         .pretrained(&weights, device)
@@ -537,7 +536,10 @@ fn transfer(
     let mut fine_config = config.fit_config(Some(&checkpoints.join("finetune")), options.resume);
     fine_config.epochs = config.finetune.epochs;
     fine_config.optimizer.lr *= config.finetune.lr_factor;
-    let model = head.best.clone().unfreeze_last_blocks(config.finetune.blocks);
+    let model = head
+        .best
+        .clone()
+        .unfreeze_last_blocks(config.finetune.blocks);
     let mut obs = observer(options, config.finetune.epochs, train.batch_count());
     let fine = fit::fit(model, train, val, &fine_config, device, obs.as_mut())?;
     let mut history = head.history;
@@ -646,7 +648,15 @@ pub fn search(
                     stem_stride: c.cnn.stem_stride,
                 }
                 .init(&device)?;
-                fit::fit(model, &train, Some(&val), &fit_config, &device, &mut fit::Quiet)?.history
+                fit::fit(
+                    model,
+                    &train,
+                    Some(&val),
+                    &fit_config,
+                    &device,
+                    &mut fit::Quiet,
+                )?
+                .history
             }
             Arch::EfficientnetLite0 => {
                 let options = RunOptions::default();
@@ -657,17 +667,27 @@ pub fn search(
                 };
                 let weights = match &options.weights {
                     Some(w) => w.clone(),
-                    None => crate::import::ImportOptions::project_defaults(
-                        &project_root(),
-                        PathBuf::new(),
-                    )
-                    .weights,
+                    None => {
+                        crate::import::ImportOptions::project_defaults(
+                            &project_root(),
+                            PathBuf::new(),
+                        )
+                        .weights
+                    }
                 };
                 let model = effnet
                     .pretrained(&weights, &device)
                     .map_err(|e| TrainError::Other(format!("{}: {e}", weights.display())))?
                     .freeze_backbone();
-                fit::fit(model, &train, Some(&val), &fit_config, &device, &mut fit::Quiet)?.history
+                fit::fit(
+                    model,
+                    &train,
+                    Some(&val),
+                    &fit_config,
+                    &device,
+                    &mut fit::Quiet,
+                )?
+                .history
             }
         };
         let metric = c.early_stopping.metric.metric();
