@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use anyhow::Context;
 use burn::prelude::*;
@@ -16,6 +16,14 @@ use vision_trainer::train::source::SplitSource;
 use vision_trainer::train::{EarlyStopping, FitConfig, FitObserver, StopMetric, TrainConfig, fit};
 
 /// Fashion-MNIST, loaded once per test binary.
+/// burn's seed is process-wide (`Device::seed`): trainings running at the same time in one
+/// test process draw from the same generator and stop being reproducible. Each test that
+/// trains holds this lock.
+fn one_training_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn fashion() -> anyhow::Result<&'static (Arc<Dataset>, Splits)> {
     static DATA: OnceLock<(Arc<Dataset>, Splits)> = OnceLock::new();
     if let Some(d) = DATA.get() {
@@ -108,6 +116,7 @@ fn train_once(
 
 #[test]
 fn a_short_run_beats_chance_by_far() -> anyhow::Result<()> {
+    let _training = one_training_at_a_time();
     let out = tempfile::tempdir()?;
     let config = TrainConfig {
         epochs: 3,
@@ -159,6 +168,7 @@ fn a_short_run_beats_chance_by_far() -> anyhow::Result<()> {
 
 #[test]
 fn the_same_seed_gives_the_same_losses() -> anyhow::Result<()> {
+    let _training = one_training_at_a_time();
     let config = fit_config(1, 5);
     let (mut a, mut b, mut c) = (
         Recorder::default(),
@@ -177,6 +187,7 @@ fn the_same_seed_gives_the_same_losses() -> anyhow::Result<()> {
 
 #[test]
 fn resuming_after_an_epoch_continues_exactly() -> anyhow::Result<()> {
+    let _training = one_training_at_a_time();
     let whole_dir = tempfile::tempdir()?;
     let split_dir = tempfile::tempdir()?;
     let mut config = fit_config(2, 9);
@@ -218,6 +229,7 @@ fn resuming_after_an_epoch_continues_exactly() -> anyhow::Result<()> {
 
 #[test]
 fn early_stopping_stops_when_the_metric_does_not_improve() -> anyhow::Result<()> {
+    let _training = one_training_at_a_time();
     let mut config = fit_config(6, 11);
     // An improvement must exceed 1.0 (accuracy can't): only the first epoch counts.
     config.early_stopping = EarlyStopping {
