@@ -8,7 +8,6 @@
 //! (`cargo build -p gst-plugin-vision`); scripts/test.sh does both.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -30,6 +29,8 @@ use vision_trainer::model::export::{
 use vision_trainer::onnx::{Dim, ModelProto, ValueInfoProto};
 use vision_trainer::pth::StateDict;
 use vision_trainer::verify::{self, LogitsSession, RgbImage};
+
+mod common;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -419,56 +420,6 @@ fn burn_efficientnet_with_the_imagenet_head_matches_the_imported_model() -> Resu
     Ok(())
 }
 
-/// `best-label=(string)"Egyptian\ cat"` or `best-label=(string)espresso` from the element
-/// message that `gst-launch-1.0 -m` prints.
-fn best_label(stdout: &str) -> Option<String> {
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("(element): visionclassify,"))?;
-    let rest = line.split_once("best-label=(string)")?.1;
-    let value = match rest.strip_prefix('"') {
-        Some(quoted) => quoted.split_once('"')?.0,
-        None => rest.split([',', ';']).next()?,
-    };
-    Some(value.replace("\\ ", " "))
-}
-
-fn plugin_dir() -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map_or_else(|| repo_root().join("target"), |t| repo_root().join(t));
-    let dir = target.join("debug");
-    ensure!(
-        dir.join("libgstvision.so").is_file(),
-        "{} is missing: build the plugin first with `cargo build -p gst-plugin-vision`",
-        dir.join("libgstvision.so").display()
-    );
-    Ok(dir)
-}
-
-fn element_top1(model: &Path, photo: &Path) -> Result<String> {
-    let pipeline = format!(
-        "filesrc location={} ! decodebin ! videoconvert ! imagefreeze num-buffers=1 ! \
-         visionclassify model={} post-messages=true ! fakesink",
-        photo.display(),
-        model.display()
-    );
-    let run = Command::new("gst-launch-1.0")
-        .arg("-m")
-        .args(pipeline.split_whitespace())
-        .env("GST_PLUGIN_PATH", plugin_dir()?)
-        .env_remove("ORT_DYLIB_PATH")
-        .output()
-        .context("running gst-launch-1.0 (gstreamer1.0-tools)")?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    ensure!(
-        run.status.success(),
-        "gst-launch-1.0 failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    best_label(&stdout).with_context(|| format!("no visionclassify message in:\n{stdout}"))
-}
-
 #[test]
 fn efficientnet_transfer_model_exports_and_visionclassify_agrees() -> Result<()> {
     let dir = scratch("effnet")?;
@@ -505,7 +456,7 @@ fn efficientnet_transfer_model_exports_and_visionclassify_agrees() -> Result<()>
     let trainer: Vec<&str> = ours.iter().map(|l| labels[argmax(l)].as_str()).collect();
     assert_eq!(trainer, ["Egyptian cat", "espresso"]);
     for (photo, expected) in PHOTOS[..2].iter().zip(trainer) {
-        let got = element_top1(&path, &deps(&format!("data/photos/{photo}"))?)?;
+        let got = common::classify(&path, &deps(&format!("data/photos/{photo}"))?)?;
         assert_eq!(got, expected, "{photo}");
     }
     let _ = std::fs::remove_dir_all(&dir);

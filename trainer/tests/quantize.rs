@@ -4,7 +4,6 @@
 //! model in `visionclassify`, and the errors a user can cause.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -20,6 +19,10 @@ use vision_trainer::quantize::{
     self, Activations, EvalSet, Images, Method, QuantizeError, QuantizeOptions, QuantizeReport,
     sets,
 };
+
+mod common;
+
+use common::classify;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -165,55 +168,6 @@ fn dynamic_and_fp16_effnet_stay_close_to_float() -> Result<()> {
         report.max_abs_logit_error
     );
     Ok(())
-}
-
-fn plugin_dir() -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map_or_else(|| repo_root().join("target"), |t| repo_root().join(t));
-    let dir = target.join("debug");
-    ensure!(
-        dir.join("libgstvision.so").is_file(),
-        "{} is missing: build the plugin first with `cargo build -p gst-plugin-vision`",
-        dir.join("libgstvision.so").display()
-    );
-    Ok(dir)
-}
-
-/// `best-label` of the first `visionclassify` element message `gst-launch-1.0 -m` prints.
-fn best_label(stdout: &str) -> Option<String> {
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("(element): visionclassify,"))?;
-    let rest = line.split_once("best-label=(string)")?.1;
-    let value = match rest.strip_prefix('"') {
-        Some(quoted) => quoted.split_once('"')?.0,
-        None => rest.split([',', ';']).next()?,
-    };
-    Some(value.replace("\\ ", " "))
-}
-
-fn classify(model: &Path, photo: &Path) -> Result<String> {
-    let pipeline = format!(
-        "filesrc location={} ! decodebin ! videoconvert ! imagefreeze num-buffers=1 ! \
-         visionclassify model={} post-messages=true ! fakesink",
-        photo.display(),
-        model.display()
-    );
-    let run = Command::new("gst-launch-1.0")
-        .arg("-m")
-        .args(pipeline.split_whitespace())
-        .env("GST_PLUGIN_PATH", plugin_dir()?)
-        .env_remove("ORT_DYLIB_PATH")
-        .output()
-        .context("running gst-launch-1.0 (gstreamer1.0-tools)")?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    ensure!(
-        run.status.success(),
-        "gst-launch-1.0 failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    best_label(&stdout).with_context(|| format!("no visionclassify message in:\n{stdout}"))
 }
 
 #[test]
