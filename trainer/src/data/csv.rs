@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::decode::{decode_all, unify_channels};
+use super::decode::dataset_from_files;
 use super::{DataError, Dataset, sorted_classes};
 
 /// Splits one CSV line into fields; `None` when a quote is not closed.
@@ -118,25 +118,7 @@ pub(crate) fn load(file: &Path) -> Result<Dataset, DataError> {
         .map(|(_, l)| classes.binary_search(l).unwrap_or_default())
         .collect();
     let paths: Vec<PathBuf> = rows.into_iter().map(|(p, _)| p).collect();
-    let mut images = decode_all(&paths)?;
-    let channels = unify_channels(&mut images);
-    Ok(Dataset {
-        description: format!(
-            "CSV list {} ({} images, {} classes, {})",
-            file.display(),
-            images.len(),
-            classes.len(),
-            if channels == 1 { "grey" } else { "RGB" }
-        ),
-        classes,
-        images,
-        labels,
-        origins: paths
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect(),
-        predefined_test: None,
-    })
+    dataset_from_files("CSV list", file, classes, labels, &paths)
 }
 
 #[cfg(test)]

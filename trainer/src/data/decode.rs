@@ -164,6 +164,36 @@ pub(crate) fn to_mat(img: &Image) -> Result<core::Mat, DataError> {
     Ok(mat)
 }
 
+/// Decodes `paths` (labels already assigned) into a dataset described as `kind source`;
+/// shared end of the image-folder and CSV loaders.
+pub(crate) fn dataset_from_files(
+    kind: &str,
+    source: &std::path::Path,
+    classes: Vec<String>,
+    labels: Vec<usize>,
+    paths: &[PathBuf],
+) -> Result<super::Dataset, DataError> {
+    let mut images = decode_all(paths)?;
+    let channels = unify_channels(&mut images);
+    Ok(super::Dataset {
+        description: format!(
+            "{kind} {} ({} images, {} classes, {})",
+            source.display(),
+            images.len(),
+            classes.len(),
+            if channels == 1 { "grey" } else { "RGB" }
+        ),
+        classes,
+        images,
+        labels,
+        origins: paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        predefined_test: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::decode::{decode_all, is_image_file, unify_channels, write_png};
+use super::decode::{dataset_from_files, is_image_file, write_png};
 use super::{DataError, Dataset};
 
 /// Sorted entries of `dir` (hidden ones skipped).
@@ -56,25 +56,7 @@ pub(crate) fn load(dir: &Path) -> Result<Dataset, DataError> {
             path: dir.to_path_buf(),
         });
     }
-    let mut images = decode_all(&paths)?;
-    let channels = unify_channels(&mut images);
-    Ok(Dataset {
-        description: format!(
-            "image folder {} ({} images, {} classes, {})",
-            dir.display(),
-            images.len(),
-            classes.len(),
-            if channels == 1 { "grey" } else { "RGB" }
-        ),
-        classes,
-        images,
-        labels,
-        origins: paths
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect(),
-        predefined_test: None,
-    })
+    dataset_from_files("image folder", dir, classes, labels, &paths)
 }
 
 /// A class name as a folder name: letters, digits, `-`, `_` and `.` are kept, anything else
