@@ -86,7 +86,7 @@ def main():
         fh.write(summary)
     print(summary)
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     series = [
         ("visionclassify element", [r["element_fps"] for r in fp32["rows"]], "#1f77b4"),
         ("bare ONNX Runtime session", [r["bare_fps"] for r in fp32["rows"]], "#aec7e8"),
@@ -102,7 +102,8 @@ def main():
     ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
     ax.set_ylabel("frames per second (1080p RGB in)")
     ax.set_title(f"{fp32['model_name']}: throughput, {fp32['rows'][0]['threads']} ORT thread(s)")
-    ax.legend(fontsize=8, loc="lower right")
+    # Below the axes, so it never covers a bar.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     if lat:
         names = ["element\npush→sink", "bare ORT\nrun only", "bare ORT\nprep+run", "Python\nloop"]
         values = [lat["element"]["median_ms"], lat["bare_run"]["median_ms"], lat["bare_preprocess_and_run"]["median_ms"],
