@@ -1,9 +1,9 @@
-//! Runs an exported model with ONNX Runtime on real photos, preprocessed exactly as its
+//! Runs an exported model with ONNX Runtime on real photos, preprocessed as its
 //! `vision.preprocess` metadata tells `visionclassify` to, and checks the classes it finds.
 //!
-//! Resampling mirrors the element (gst-plugin/src/preprocess.rs, OpenCV): the fitted region
-//! is resized to 8-bit pixels with bilinear interpolation (pixel centres at +0.5), or with
-//! area averaging when it shrinks by more than 2× in both directions; then each value is
+//! The preprocessing is the element's own code ([`gstvision::preprocess`],
+//! gst-plugin/src/preprocess.rs) run on the photo as an RGB frame: OpenCV resizing (exact 2×2
+//! area halvings, then `INTER_AREA` or `INTER_LINEAR`), then each value
 //! `(pixel × scale − mean[c]) / std[c]`.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +12,11 @@ use std::sync::OnceLock;
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::TensorRef;
+
+use gstvision::preprocess::{
+    ChannelOrder, Frame, Layout, Normalize, PixelFormat, PreprocessError, Preprocessor, SlotMut,
+    SlotSpec, YuvColor,
+};
 
 use crate::export::{INPUT_NAME, OUTPUT_NAME, Preprocess, Resize};
 
@@ -25,6 +30,8 @@ pub enum VerifyError {
     Load(String),
     #[error("ONNX Runtime failed to run the exported model: {0}")]
     Run(String),
+    #[error("cannot preprocess a photo as the model's metadata says: {0}")]
+    Preprocess(#[from] PreprocessError),
     #[error("the model gives {got} scores per image, expected {expected}")]
     Output { got: usize, expected: usize },
 }
@@ -35,13 +42,6 @@ pub struct RgbImage {
     pub width: usize,
     pub height: usize,
     pub data: Vec<u8>,
-}
-
-impl RgbImage {
-    fn px(&self, x: usize, y: usize) -> &[u8] {
-        let i = (y * self.width + x) * 3;
-        &self.data[i..i + 3]
-    }
 }
 
 /// Decodes a PNG (8 or 16 bit; grey, RGB, with or without alpha) into RGB.
@@ -83,145 +83,113 @@ pub fn read_png(path: &Path) -> Result<RgbImage, VerifyError> {
     })
 }
 
-/// A rectangle in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Region {
-    x: usize,
-    y: usize,
-    w: usize,
-    h: usize,
+/// `img` as the element sees a mapped packed-RGB video frame.
+fn frame_of(img: &RgbImage) -> Frame<'_> {
+    Frame {
+        format: PixelFormat::Rgb,
+        width: img.width,
+        height: img.height,
+        planes: [&img.data, &[], &[]],
+        strides: [img.width * 3, 0, 0],
+        yuv: YuvColor::default(),
+    }
 }
 
-/// Fits `img` into a `width`×`height` image as `resize` says (the element's geometry).
-pub fn fit(img: &RgbImage, resize: Resize, width: usize, height: usize) -> RgbImage {
-    let (fw, fh) = (img.width, img.height);
-    let full_src = Region {
-        x: 0,
-        y: 0,
-        w: fw,
-        h: fh,
-    };
-    let full_dst = Region {
-        x: 0,
-        y: 0,
-        w: width,
-        h: height,
-    };
-    let round_div = |a: usize, b: usize| (a + b / 2) / b.max(1);
-    let (src, dst) = match resize {
-        Resize::Stretch => (full_src, full_dst),
-        Resize::CenterCrop => {
-            let (cw, ch) = if fw * height > fh * width {
-                (round_div(fh * width, height).clamp(1, fw), fh)
-            } else {
-                (fw, round_div(fw * height, width).clamp(1, fh))
-            };
-            let src = Region {
-                x: (fw - cw) / 2,
-                y: (fh - ch) / 2,
-                w: cw,
-                h: ch,
-            };
-            (src, full_dst)
-        }
-        Resize::Letterbox => {
-            let (cw, ch) = if fw * height >= fh * width {
-                (width, round_div(fh * width, fw).clamp(1, height))
-            } else {
-                (round_div(fw * height, fh).clamp(1, width), height)
-            };
-            let dst = Region {
-                x: (width - cw) / 2,
-                y: (height - ch) / 2,
-                w: cw,
-                h: ch,
-            };
-            (full_src, dst)
-        }
-    };
-    let mut out = RgbImage {
+/// The element's preprocessing of `img` into `slot` (letterbox borders black).
+fn preprocess(
+    img: &RgbImage,
+    spec: SlotSpec,
+    normalize: Normalize,
+    resize: Resize,
+    slot: SlotMut<'_>,
+) -> Result<(), VerifyError> {
+    Preprocessor::new(spec, normalize, resize.into())
+        .with_letterbox_pad(0)
+        .run(&frame_of(img), slot)
+        .map_err(VerifyError::from)
+}
+
+/// The tensor slot `pre` describes: its size, layout (`NHWC` or NCHW) and colour (`BGR`,
+/// `GRAY` or RGB).
+fn slot_of(pre: &Preprocess) -> SlotSpec {
+    let [height, width] = pre.size;
+    SlotSpec {
+        layout: if pre.layout == "NHWC" {
+            Layout::Nhwc
+        } else {
+            Layout::Nchw
+        },
         width,
         height,
-        data: vec![0; width * height * 3],
+        channels: match pre.color {
+            "BGR" => ChannelOrder::Bgr,
+            "GRAY" => ChannelOrder::Gray,
+            _ => ChannelOrder::Rgb,
+        },
+    }
+}
+
+/// Appends one image to `out` as the element's preprocessing with `pre` gives it.
+fn append_tensor(img: &RgbImage, pre: &Preprocess, out: &mut Vec<f32>) -> Result<(), VerifyError> {
+    let spec = slot_of(pre);
+    let start = out.len();
+    out.resize(start + spec.len(), 0.0);
+    let normalize = Normalize {
+        scale: pre.scale,
+        mean: pre.mean,
+        std: pre.std,
     };
-    let area = src.w > 2 * dst.w && src.h > 2 * dst.h;
-    for y in 0..dst.h {
-        for x in 0..dst.w {
-            let px = if area {
-                area_sample(img, src, dst, x, y)
-            } else {
-                bilinear_sample(img, src, dst, x, y)
-            };
-            let o = ((dst.y + y) * width + dst.x + x) * 3;
-            out.data[o..o + 3].copy_from_slice(&px);
-        }
+    let done = preprocess(
+        img,
+        spec,
+        normalize,
+        pre.resize,
+        SlotMut::F32(&mut out[start..]),
+    );
+    if done.is_err() {
+        out.truncate(start);
     }
-    out
+    done
 }
 
-fn to_u8(v: f32) -> u8 {
-    v.round().clamp(0.0, 255.0) as u8
-}
-
-/// OpenCV INTER_LINEAR: source coordinate `(x + 0.5) · scale − 0.5`, clamped at the edges.
-fn bilinear_sample(img: &RgbImage, src: Region, dst: Region, x: usize, y: usize) -> [u8; 3] {
-    let coord = |d: usize, s_len: usize, d_len: usize| {
-        let f = ((d as f32 + 0.5) * s_len as f32 / d_len as f32 - 0.5).max(0.0);
-        let i0 = (f.floor() as usize).min(s_len - 1);
-        let i1 = (i0 + 1).min(s_len - 1);
-        (i0, i1, f - i0 as f32)
+/// Fits `img` into a `width`×`height` image as `resize` says, with the element's code: the
+/// 8-bit pixels `visionclassify` normalises (letterbox borders black).
+///
+/// # Panics
+/// When `img`, `width` or `height` is empty, or `img.data` is shorter than
+/// `img.width × img.height × 3` bytes (an image from [`read_png`] never is).
+pub fn fit(img: &RgbImage, resize: Resize, width: usize, height: usize) -> RgbImage {
+    let spec = SlotSpec {
+        layout: Layout::Nhwc,
+        width,
+        height,
+        channels: ChannelOrder::Rgb,
     };
-    let (x0, x1, fx) = coord(x, src.w, dst.w);
-    let (y0, y1, fy) = coord(y, src.h, dst.h);
-    let mut out = [0u8; 3];
-    for (c, o) in out.iter_mut().enumerate() {
-        let p = |xx: usize, yy: usize| f32::from(img.px(src.x + xx, src.y + yy)[c]);
-        let top = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
-        let bottom = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
-        *o = to_u8(top * (1.0 - fy) + bottom * fy);
+    let mut data = vec![0u8; spec.len()];
+    // A u8 slot takes the resized pixels as they are; the normalisation is not applied.
+    let slot = SlotMut::U8(&mut data);
+    if let Err(e) = preprocess(img, spec, Normalize::default(), resize, slot) {
+        panic!(
+            "fitting a {}x{} image to {width}x{height}: {e}",
+            img.width, img.height
+        );
     }
-    out
+    RgbImage {
+        width,
+        height,
+        data,
+    }
 }
 
-/// OpenCV INTER_AREA for shrinking: the mean of the source pixels the destination pixel
-/// covers, partly covered ones weighted by their coverage.
-fn area_sample(img: &RgbImage, src: Region, dst: Region, x: usize, y: usize) -> [u8; 3] {
-    let sx = src.w as f64 / dst.w as f64;
-    let sy = src.h as f64 / dst.h as f64;
-    let (x0, x1) = (x as f64 * sx, (x + 1) as f64 * sx);
-    let (y0, y1) = (y as f64 * sy, (y + 1) as f64 * sy);
-    let mut acc = [0f64; 3];
-    let mut total = 0f64;
-    let mut yy = y0.floor() as usize;
-    while (yy as f64) < y1 && yy < src.h {
-        let wy = (y1.min(yy as f64 + 1.0) - y0.max(yy as f64)).max(0.0);
-        let mut xx = x0.floor() as usize;
-        while (xx as f64) < x1 && xx < src.w {
-            let wx = (x1.min(xx as f64 + 1.0) - x0.max(xx as f64)).max(0.0);
-            let p = img.px(src.x + xx, src.y + yy);
-            for c in 0..3 {
-                acc[c] += f64::from(p[c]) * wx * wy;
-            }
-            total += wx * wy;
-            xx += 1;
-        }
-        yy += 1;
-    }
-    acc.map(|a| to_u8((a / total.max(f64::MIN_POSITIVE)) as f32))
-}
-
-/// Appends one image as NCHW (or NHWC) floats: `(pixel × scale − mean[c]) / std[c]`, RGB.
+/// Appends one image as the element's tensor for `pre`: fitted with `pre.resize` (an image of
+/// `pre.size` is taken as it is), NCHW or NHWC, RGB, BGR or GRAY (BT.601 luma), each value
+/// `(pixel × scale − mean[c]) / std[c]`.
+///
+/// # Panics
+/// As [`fit`] does, and when a `std` of a channel used is 0 or not finite.
 pub fn push_tensor(img: &RgbImage, pre: &Preprocess, out: &mut Vec<f32>) {
-    let norm = |v: u8, c: usize| (f32::from(v) * pre.scale - pre.mean[c]) / pre.std[c];
-    let channel = |c: usize| if pre.color == "BGR" { 2 - c } else { c };
-    if pre.layout == "NHWC" {
-        for p in img.data.chunks_exact(3) {
-            out.extend((0..3).map(|c| norm(p[channel(c)], c)));
-        }
-    } else {
-        for c in 0..3 {
-            out.extend(img.data.chunks_exact(3).map(|p| norm(p[channel(c)], c)));
-        }
+    if let Err(e) = append_tensor(img, pre, out) {
+        panic!("preprocessing a {}x{} image: {e}", img.width, img.height);
     }
 }
 
@@ -319,16 +287,16 @@ impl Classifier {
 
     /// Class probabilities of each image, best first.
     pub fn classify(&mut self, images: &[RgbImage]) -> Result<Vec<Vec<ClassScore>>, VerifyError> {
-        let [h, w] = self.preprocess.size;
-        let mut input = Vec::with_capacity(images.len() * 3 * h * w);
+        let spec = slot_of(&self.preprocess);
+        let (h, w, c) = (spec.height, spec.width, spec.channel_count());
+        let mut input = Vec::with_capacity(images.len() * spec.len());
         for img in images {
-            let fitted = fit(img, self.preprocess.resize, w, h);
-            push_tensor(&fitted, &self.preprocess, &mut input);
+            append_tensor(img, &self.preprocess, &mut input)?;
         }
-        let shape = if self.preprocess.layout == "NHWC" {
-            [images.len(), h, w, 3]
+        let shape = if spec.layout == Layout::Nhwc {
+            [images.len(), h, w, c]
         } else {
-            [images.len(), 3, h, w]
+            [images.len(), c, h, w]
         };
         let logits = self.session.run(&input, shape)?;
         Ok(logits
@@ -391,11 +359,17 @@ mod tests {
             "{:?}",
             out.data
         );
+        // Stretch keeps the width: red, green, blue from left to right. Not pure thirds: the
+        // element's exact 2×2 halvings leave out an odd last column (30 → 15 → 7 → 3 leaves
+        // out source columns 24..30), so the middle and right pixels take in some of their
+        // left neighbours.
         let out = fit(&img, Resize::Stretch, 3, 1);
-        assert_eq!(out.data, [255, 0, 0, 0, 255, 0, 0, 0, 255]);
+        assert_eq!(out.data, [255, 0, 0, 64, 192, 0, 0, 128, 128]);
         let out = fit(&img, Resize::Letterbox, 6, 6);
         assert_eq!(&out.data[..3], &[0, 0, 0]);
-        assert_eq!(out.px(0, 2), &[255, 0, 0]);
+        // The picture is 10 × 6/30 = 2 rows high, centred: rows 2 and 3.
+        let px = |x: usize, y: usize| &out.data[(y * 6 + x) * 3..(y * 6 + x) * 3 + 3];
+        assert_eq!(px(0, 2), &[255, 0, 0]);
     }
 
     #[test]

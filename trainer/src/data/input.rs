@@ -1,13 +1,15 @@
 //! The model's input: size, channels, resize mode and normalisation, and the conversion of an
-//! [`Image`] into the model's tensor exactly as `visionclassify` does it for a video frame
-//! (gst-plugin/src/preprocess.rs), so a trained model sees the same pixels in the element.
+//! [`Image`] into the model's tensor. The conversion is `visionclassify`'s own code
+//! ([`gstvision::preprocess`], gst-plugin/src/preprocess.rs) run on the image as an RGB or
+//! GRAY8 frame, so a trained model sees the element's pixels by construction.
 
 use std::borrow::Cow;
 
-use opencv::{core, imgproc, prelude::*};
+use gstvision::preprocess::{
+    ChannelOrder, Frame, Layout, Normalize, PixelFormat, PreprocessError, Preprocessor, ResizeMode,
+    SlotMut, SlotSpec, YuvColor,
+};
 
-use super::decode::to_mat;
-use super::error::cv_err;
 use super::{DataError, Dataset, Image};
 use crate::export::{Preprocess, Resize};
 
@@ -108,207 +110,130 @@ impl InputSpec {
     }
 }
 
-/// A rectangle in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Region {
-    pub x: usize,
-    pub y: usize,
-    pub w: usize,
-    pub h: usize,
-}
-
-impl Region {
-    fn whole(w: usize, h: usize) -> Self {
-        Self { x: 0, y: 0, w, h }
-    }
-}
-
-/// Which part of the image is sampled (`src`) and where it lands in the model input (`dst`);
-/// the same arithmetic as `Plan::new` in gst-plugin/src/preprocess.rs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Plan {
-    pub src: Region,
-    pub dst: Region,
-}
-
-impl Plan {
-    pub(crate) fn new(fw: usize, fh: usize, sw: usize, sh: usize, mode: Resize) -> Self {
-        let src = Region::whole(fw, fh);
-        let dst = Region::whole(sw, sh);
-        let (fw_, fh_, sw_, sh_) = (fw as u128, fh as u128, sw as u128, sh as u128);
-        let round_div = |a: u128, b: u128| ((a + b / 2) / b) as usize;
-        match mode {
-            Resize::Stretch => Self { src, dst },
-            Resize::CenterCrop => {
-                let (cw, ch) = if fw_ * sh_ > fh_ * sw_ {
-                    (round_div(fh_ * sw_, sh_).clamp(1, fw), fh)
-                } else {
-                    (fw, round_div(fw_ * sh_, sw_).clamp(1, fh))
-                };
-                Self {
-                    src: Region {
-                        x: (fw - cw) / 2,
-                        y: (fh - ch) / 2,
-                        w: cw,
-                        h: ch,
-                    },
-                    dst,
-                }
-            }
-            Resize::Letterbox => {
-                let (cw, ch) = if fw_ * sh_ >= fh_ * sw_ {
-                    (sw, round_div(fh_ * sw_, fw_).clamp(1, sh))
-                } else {
-                    (round_div(fw_ * sh_, fh_).clamp(1, sw), sh)
-                };
-                Self {
-                    src,
-                    dst: Region {
-                        x: (sw - cw) / 2,
-                        y: (sh - ch) / 2,
-                        w: cw,
-                        h: ch,
-                    },
-                }
-            }
+impl From<Resize> for ResizeMode {
+    fn from(resize: Resize) -> Self {
+        match resize {
+            Resize::Stretch => ResizeMode::Stretch,
+            Resize::CenterCrop => ResizeMode::CenterCrop,
+            Resize::Letterbox => ResizeMode::Letterbox,
         }
     }
 }
 
-fn rect(r: Region) -> core::Rect {
-    core::Rect::new(r.x as i32, r.y as i32, r.w as i32, r.h as i32)
-}
-
-/// Resizes `roi` of `src` to `w`×`h` as the element's `stage` does: exact 2×2 area halvings
-/// while both sides stay at least twice the target, then one `INTER_AREA` (shrinking both
-/// sides) or `INTER_LINEAR` step.
-fn stage(src: &core::Mat, roi: Region, w: usize, h: usize) -> Result<core::Mat, DataError> {
-    let err = cv_err("resizing an image to the model's input");
-    let mut current = core::Mat::roi(src, rect(roi))
-        .map_err(cv_err("cutting the image's region"))?
-        .try_clone()
-        .map_err(cv_err("cutting the image's region"))?;
-    let (mut cw, mut ch) = (roi.w, roi.h);
-    while cw >= 2 * w && ch >= 2 * h && cw >= 2 && ch >= 2 {
-        let (ew, eh) = (cw & !1, ch & !1);
-        let mut next = core::Mat::default();
-        let size = core::Size::new((ew / 2) as i32, (eh / 2) as i32);
-        if (ew, eh) == (cw, ch) {
-            imgproc::resize(&current, &mut next, size, 0.0, 0.0, imgproc::INTER_AREA)
+/// `img` as the element sees a mapped video frame: packed RGB, or GRAY8 for a 1-channel
+/// image, rows `width × channels` bytes apart.
+fn frame_of(img: &Image) -> Frame<'_> {
+    Frame {
+        format: if img.channels == 1 {
+            PixelFormat::Gray8
         } else {
-            let even = core::Mat::roi(&current, core::Rect::new(0, 0, ew as i32, eh as i32))
-                .map_err(cv_err("halving"))?;
-            imgproc::resize(&even, &mut next, size, 0.0, 0.0, imgproc::INTER_AREA)
-        }
-        .map_err(cv_err("halving"))?;
-        current = next;
-        (cw, ch) = (ew / 2, eh / 2);
+            PixelFormat::Rgb
+        },
+        width: img.width,
+        height: img.height,
+        planes: [&img.pixels, &[], &[]],
+        strides: [img.width * img.channels, 0, 0],
+        yuv: YuvColor::default(),
     }
-    let interpolation = if cw > w && ch > h {
-        imgproc::INTER_AREA
-    } else {
-        imgproc::INTER_LINEAR
-    };
-    let mut out = core::Mat::default();
-    imgproc::resize(
-        &current,
-        &mut out,
-        core::Size::new(w as i32, h as i32),
-        0.0,
-        0.0,
-        interpolation,
-    )
-    .map_err(err)?;
-    Ok(out)
 }
 
-/// `img` fitted to the model's size with `mode`, keeping its channels; letterbox borders are
-/// black (0). Borrowed when the image already has the size (every mode is then the identity).
+fn order_of(channels: usize) -> ChannelOrder {
+    if channels == 1 {
+        ChannelOrder::Gray
+    } else {
+        ChannelOrder::Rgb
+    }
+}
+
+/// The element's errors in the data layer's terms. Checked inputs only meet the OpenCV ones.
+fn preprocess_err(e: PreprocessError) -> DataError {
+    match e {
+        PreprocessError::OpenCv { context, source } => DataError::OpenCv { context, source },
+        other => DataError::BadInput {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// `img` fitted to the model's size with `input.resize`, keeping its channels; letterbox
+/// borders are black (0). Borrowed when the image already has the size (every mode is then
+/// the identity).
+///
+/// The element's preprocessing into a u8 NHWC slot, which takes the resized pixels without
+/// normalisation: the packed image the element would have normalised, so [`write_tensor`] of
+/// the result equals [`tensor_of`] of `img`.
 pub(crate) fn fit<'a>(img: &'a Image, input: &InputSpec) -> Result<Cow<'a, Image>, DataError> {
     let [h, w] = input.size;
     if img.width == w && img.height == h {
         return Ok(Cow::Borrowed(img));
     }
-    let plan = Plan::new(img.width, img.height, w, h, input.resize);
-    let c = img.channels;
-    let mat = to_mat(img)?;
-    let content = if plan.src.w == plan.dst.w && plan.src.h == plan.dst.h {
-        core::Mat::roi(&mat, rect(plan.src))
-            .map_err(cv_err("cutting the image's region"))?
-            .try_clone()
-            .map_err(cv_err("cutting the image's region"))?
-    } else {
-        stage(&mat, plan.src, plan.dst.w, plan.dst.h)?
+    let spec = SlotSpec {
+        layout: Layout::Nhwc,
+        width: w,
+        height: h,
+        channels: order_of(img.channels),
     };
-    let bytes = content
-        .data_bytes()
-        .map_err(cv_err("reading the resized image"))?;
-    let row = plan.dst.w * c;
-    if bytes.len() < row * plan.dst.h {
-        return Err(DataError::BadInput {
-            reason: format!(
-                "OpenCV returned {} bytes for a {}x{}x{c} image",
-                bytes.len(),
-                plan.dst.w,
-                plan.dst.h
-            ),
-        });
-    }
-    let mut pixels = vec![0u8; w * h * c];
-    for y in 0..plan.dst.h {
-        let to = ((plan.dst.y + y) * w + plan.dst.x) * c;
-        pixels[to..to + row].copy_from_slice(&bytes[y * row..(y + 1) * row]);
-    }
+    let mut pixels = vec![0u8; spec.len()];
+    // Normalisation applies to f32 slots only.
+    Preprocessor::new(spec, Normalize::default(), input.resize.into())
+        .with_letterbox_pad(0)
+        .run(&frame_of(img), SlotMut::U8(&mut pixels))
+        .map_err(preprocess_err)?;
     Ok(Cow::Owned(Image {
         width: w,
         height: h,
-        channels: c,
+        channels: img.channels,
         pixels,
     }))
 }
 
-/// BT.601 luma, as the element computes it for grey models (no rounding).
+/// BT.601 luma without rounding: the weights the element uses for grey models, here for
+/// the colour jitter (a grey model's input itself comes from the element's Gray path).
 #[inline]
 pub(crate) fn luma(r: u8, g: u8, b: u8) -> f32 {
     0.299 * f32::from(r) + 0.587 * f32::from(g) + 0.114 * f32::from(b)
 }
 
-/// Writes an image that already has the model's size into `out` (exactly `input.len()`
-/// values, NCHW): grey data → RGB model by replication, RGB data → grey model by BT.601 luma,
-/// then normalisation.
+/// The element's preprocessing of `img` into `out` (exactly `input.len()` values, NCHW):
+/// fitted with `input.resize` (letterbox borders black), grey data → RGB model by
+/// replication, RGB data → grey model by BT.601 luma, then normalised.
+fn preprocess(img: &Image, input: &InputSpec, out: &mut [f32]) -> Result<(), DataError> {
+    let spec = SlotSpec {
+        layout: Layout::Nchw,
+        width: input.width(),
+        height: input.height(),
+        channels: order_of(input.channels),
+    };
+    let normalize = Normalize {
+        scale: input.scale,
+        mean: input.mean,
+        std: input.std,
+    };
+    Preprocessor::new(spec, normalize, input.resize.into())
+        .with_letterbox_pad(0)
+        .run(&frame_of(img), SlotMut::F32(out))
+        .map_err(preprocess_err)
+}
+
+/// Writes an image that already has the model's size (from [`fit`], perhaps augmented) into
+/// `out` (exactly `input.len()` values, NCHW), as [`tensor_of`] does.
+///
+/// # Panics
+/// When `img` or `input` were not checked (`check_image`, [`InputSpec::validate`]) or `out`
+/// is not `input.len()` long: the [`super::Loader`] checks all three before its first batch,
+/// and an image of the model's size is never handed to OpenCV, so nothing else can fail.
 pub(crate) fn write_tensor(img: &Image, input: &InputSpec, out: &mut [f32]) {
-    let plane = img.width * img.height;
-    match (img.channels, input.channels) {
-        (1, _) => {
-            for c in 0..input.channels {
-                let [mul, add] = input.folded(c);
-                for (o, &v) in out[c * plane..(c + 1) * plane].iter_mut().zip(&img.pixels) {
-                    *o = f32::from(v) * mul + add;
-                }
-            }
-        }
-        (_, 1) => {
-            let [mul, add] = input.folded(0);
-            for (o, px) in out[..plane].iter_mut().zip(img.pixels.chunks_exact(3)) {
-                *o = luma(px[0], px[1], px[2]) * mul + add;
-            }
-        }
-        _ => {
-            let folded = [input.folded(0), input.folded(1), input.folded(2)];
-            let (r, rest) = out.split_at_mut(plane);
-            let (g, b) = rest.split_at_mut(plane);
-            for (i, px) in img.pixels.chunks_exact(3).enumerate() {
-                r[i] = f32::from(px[0]) * folded[0][0] + folded[0][1];
-                g[i] = f32::from(px[1]) * folded[1][0] + folded[1][1];
-                b[i] = f32::from(px[2]) * folded[2][0] + folded[2][1];
-            }
-        }
+    if let Err(e) = preprocess(img, input, out) {
+        panic!(
+            "preprocessing a checked {}x{} image: {e}",
+            img.width, img.height
+        );
     }
 }
 
 /// One image as the model's input tensor (C×H×W, normalised) in `out`, which is cleared and
-/// resized to `input.len()`: the same values `visionclassify` computes for this picture as an
-/// RGB (or GRAY8) frame with these preprocessing settings.
+/// resized to `input.len()`: `visionclassify`'s own preprocessing of this picture as an RGB
+/// (or GRAY8) frame with these settings, so the values are the element's, bit for bit.
 pub fn tensor_of(img: &Image, input: &InputSpec, out: &mut Vec<f32>) -> Result<(), DataError> {
     input.validate()?;
     super::check_image(img).map_err(|reason| DataError::BadImage {
@@ -316,11 +241,9 @@ pub fn tensor_of(img: &Image, input: &InputSpec, out: &mut Vec<f32>) -> Result<(
         origin: "tensor_of".into(),
         reason,
     })?;
-    let fitted = fit(img, input)?;
     out.clear();
     out.resize(input.len(), 0.0);
-    write_tensor(&fitted, input, out);
-    Ok(())
+    preprocess(img, input, out)
 }
 
 impl Dataset {
@@ -392,41 +315,6 @@ mod tests {
     }
 
     #[test]
-    fn plans_match_the_element() {
-        // 4:3 frame into a square: crop the centre 3:3 / letterbox with bars above and below.
-        let p = Plan::new(400, 300, 224, 224, Resize::CenterCrop);
-        assert_eq!(
-            p.src,
-            Region {
-                x: 50,
-                y: 0,
-                w: 300,
-                h: 300
-            }
-        );
-        let p = Plan::new(400, 300, 224, 224, Resize::Letterbox);
-        assert_eq!(
-            p.dst,
-            Region {
-                x: 0,
-                y: 28,
-                w: 224,
-                h: 168
-            }
-        );
-        let p = Plan::new(300, 400, 224, 224, Resize::Letterbox);
-        assert_eq!(
-            p.dst,
-            Region {
-                x: 28,
-                y: 0,
-                w: 168,
-                h: 224
-            }
-        );
-    }
-
-    #[test]
     fn letterbox_pads_black_and_keeps_colour() {
         let img = solid(40, 20, [200, 30, 60]);
         let s = spec(10, 10, 3, Resize::Letterbox);
@@ -467,6 +355,70 @@ mod tests {
         for c in 0..3 {
             assert!((out[c * 2] - s.normalise(10, c)).abs() < 1e-6);
             assert!((out[c * 2 + 1] - s.normalise(250, c)).abs() < 1e-6);
+        }
+    }
+
+    /// The element's preprocessing of `img` as an RGB frame, set up by hand from `s`.
+    /// A grey model (`s.channels` 1) gets the element's Gray channel order.
+    fn element(img: &Image, s: &InputSpec, mode: ResizeMode) -> Vec<f32> {
+        let frame = Frame {
+            format: PixelFormat::Rgb,
+            width: img.width,
+            height: img.height,
+            planes: [&img.pixels, &[], &[]],
+            strides: [img.width * 3, 0, 0],
+            yuv: YuvColor::default(),
+        };
+        let slot = SlotSpec {
+            layout: Layout::Nchw,
+            width: s.width(),
+            height: s.height(),
+            channels: if s.channels == 1 {
+                ChannelOrder::Gray
+            } else {
+                ChannelOrder::Rgb
+            },
+        };
+        let normalize = Normalize {
+            scale: s.scale,
+            mean: s.mean,
+            std: s.std,
+        };
+        let mut out = vec![f32::NAN; slot.len()];
+        Preprocessor::new(slot, normalize, mode)
+            .run(&frame, SlotMut::F32(&mut out))
+            .expect("element preprocessing");
+        out
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn tensor_of_is_the_element_bit_for_bit_on_a_real_photo() {
+        let path = crate::test_deps("data/photos/chelsea.png");
+        let img = super::super::decode::decode_file(&path).expect("decode");
+        assert_eq!((img.width, img.height, img.channels), (451, 300, 3));
+        for (s, mode) in [
+            (
+                spec(224, 224, 3, Resize::CenterCrop),
+                ResizeMode::CenterCrop,
+            ),
+            (spec(64, 96, 3, Resize::Letterbox), ResizeMode::Letterbox),
+            // 451×300 is almost 96×64 already; a square shows the black borders too.
+            (spec(64, 64, 3, Resize::Letterbox), ResizeMode::Letterbox),
+            // An RGB photo for a grey model: the element's Gray path (BT.601 luma).
+            (spec(28, 28, 1, Resize::Stretch), ResizeMode::Stretch),
+        ] {
+            let mut ours = Vec::new();
+            tensor_of(&img, &s, &mut ours).expect("tensor");
+            assert!(bits(&ours) == bits(&element(&img, &s, mode)), "{mode:?}");
+            // The loader's path (fit once, then write) gives the same tensor.
+            let fitted = fit(&img, &s).expect("fit");
+            let mut written = vec![f32::NAN; s.len()];
+            write_tensor(&fitted, &s, &mut written);
+            assert!(bits(&written) == bits(&ours), "{mode:?} through fit");
         }
     }
 
