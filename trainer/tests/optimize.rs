@@ -23,6 +23,10 @@ use vision_trainer::train::fit::validate;
 use vision_trainer::train::source::SplitSource;
 use vision_trainer::train::{OptimizerConfig, Quiet};
 
+// Shared with the other test binaries; this one uses only `classify_scored`.
+#[allow(dead_code)]
+mod common;
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -205,6 +209,61 @@ fn pruning_dead_filters_changes_no_output_and_the_onnx_is_smaller() -> Result<()
     let meta = proto.metadata("vision.model").unwrap_or_default();
     assert!(meta.contains("\"optimisation\":\"pruned "), "{meta}");
     assert!(meta.contains("(l1, layer)"), "{meta}");
+    Ok(())
+}
+
+/// The pruned network's ONNX file in `visionclassify` (gst-launch-1.0, PNG files of real
+/// Fashion-MNIST test images): the element's top-1 is the pruned burn network's on every image.
+#[test]
+fn a_pruned_model_gives_the_networks_answers_in_visionclassify() -> Result<()> {
+    use opencv::{core, imgcodecs};
+    let device = Device::flex();
+    let model = seeded_cnn(&device, 23)?.valid();
+    let (pruned, report) = prune(&model, &PruneConfig::default(), [28, 28])?;
+    ensure!(report.after.params < report.before.params);
+    let dir = work_dir("element");
+    let path = dir.join("pruned.onnx");
+    export_small_cnn(&pruned, &metadata(10, report.optimisation()), &path)?;
+
+    let (ds, _, test) = fashion_subset(1)?;
+    let mut answers = Vec::new();
+    for &i in test.iter().take(6) {
+        let img = &ds.images[i];
+        let mut tensor = Vec::new();
+        data::tensor_of(img, &fashion_input(), &mut tensor)?;
+        let logits = pruned
+            .forward(Tensor::<4>::from_data(
+                TensorData::new(tensor, [1, 1, 28, 28]),
+                &device,
+            ))
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading the logits: {e:?}"))?;
+        let best = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .context("no logits")?;
+        // Softmax probability of the top class, as the element reports it.
+        let sum: f32 = logits.iter().map(|&l| (l - logits[best]).exp()).sum();
+        let png = dir.join(format!("fashion-{i}.png"));
+        let mat = core::Mat::new_rows_cols_with_data(28, 28, img.pixels.as_slice())?;
+        let name = png.to_str().context("temporary path is not UTF-8")?;
+        ensure!(imgcodecs::imwrite(name, &mat, &core::Vector::new())?);
+        let (label, confidence) = common::classify_scored(&path, &png)?;
+        answers.push((label, confidence, best.to_string(), f64::from(1.0 / sum)));
+    }
+    println!("element (label, confidence), network (label, probability): {answers:?}");
+    for (label, confidence, network_label, probability) in &answers {
+        assert_eq!(label, network_label, "{answers:?}");
+        assert!(
+            (confidence - probability).abs() < 1e-4,
+            "element {confidence} vs network {probability}: {answers:?}"
+        );
+    }
+    // Different images give different scores: the element is not answering from a constant.
+    let mut confidences: Vec<f64> = answers.iter().map(|a| a.1).collect();
+    confidences.dedup_by(|a, b| (*a - *b).abs() < 1e-6);
+    assert!(confidences.len() > 1, "{answers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

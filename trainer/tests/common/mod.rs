@@ -40,6 +40,20 @@ pub fn best_label(stdout: &str) -> Option<String> {
 }
 
 pub fn classify(model: &Path, photo: &Path) -> Result<String> {
+    Ok(classify_scored(model, photo)?.0)
+}
+
+/// `best-confidence=(double)0.123` from the same message.
+pub fn best_confidence(stdout: &str) -> Option<f64> {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("(element): visionclassify,"))?;
+    let rest = line.split_once("best-confidence=(double)")?.1;
+    rest.split([',', ';']).next()?.trim().parse().ok()
+}
+
+/// The element's top-1 label and its confidence for one photo.
+pub fn classify_scored(model: &Path, photo: &Path) -> Result<(String, f64)> {
     let pipeline = format!(
         "filesrc location={} ! decodebin ! videoconvert ! imagefreeze num-buffers=1 ! \
          visionclassify model={} post-messages=true ! fakesink",
@@ -60,5 +74,9 @@ pub fn classify(model: &Path, photo: &Path) -> Result<String> {
         run.status.success(),
         "gst-launch-1.0 failed:\n{stdout}\n{stderr}"
     );
-    best_label(&stdout).with_context(|| format!("no visionclassify message in:\n{stdout}"))
+    let label =
+        best_label(&stdout).with_context(|| format!("no visionclassify message in:\n{stdout}"))?;
+    let confidence = best_confidence(&stdout)
+        .with_context(|| format!("no best-confidence in the message:\n{stdout}"))?;
+    Ok((label, confidence))
 }
