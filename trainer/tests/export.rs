@@ -83,16 +83,7 @@ fn batch(images: &[RgbImage], pre: &Preprocess, device: &Device) -> Tensor<4> {
     let [h, w] = pre.size;
     let mut data = Vec::new();
     for img in images {
-        let fitted = verify::fit(img, pre.resize, w, h);
-        if pre.color == "GRAY" {
-            data.extend(fitted.data.chunks_exact(3).map(|p| {
-                let luma =
-                    0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
-                (luma * pre.scale - pre.mean[0]) / pre.std[0]
-            }));
-        } else {
-            verify::push_tensor(&fitted, pre, &mut data);
-        }
+        verify::push_tensor(img, pre, &mut data);
     }
     let channels = if pre.color == "GRAY" { 1 } else { 3 };
     Tensor::from_data(
