@@ -10,11 +10,14 @@ pub mod batch;
 pub mod classify;
 pub mod contract;
 pub mod delivery;
+pub mod engine;
 pub mod event;
+pub mod lane;
 pub mod meta;
 pub mod model;
 pub mod preprocess;
 pub mod publish;
+pub mod results;
 pub mod runtime;
 pub mod scores;
 

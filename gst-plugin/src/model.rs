@@ -185,6 +185,9 @@ fn environment_cell() -> &'static OnceLock<Environment> {
 pub struct Runner {
     session: Session,
     spec: ModelSpec,
+    /// Kept to describe the model for other users' overrides ([`Runner::describe_for`]).
+    contract: Contract,
+    path: PathBuf,
     /// Batch size every run is padded to (see [`Runner::pad_batches_to`]).
     padded_batch: Option<usize>,
 }
@@ -253,6 +256,8 @@ impl Runner {
             runner: Runner {
                 session,
                 spec,
+                contract,
+                path: path.clone(),
                 padded_batch: None,
             },
             warnings,
@@ -261,6 +266,14 @@ impl Runner {
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// The model as seen with other overrides (another element sharing this session): the
+    /// same graph and contract, that element's labels, preprocessing and score kind.
+    pub fn describe_for(&self, overrides: &Overrides) -> Result<ModelSpec, ModelError> {
+        let mut spec = describe(&self.session, &self.path, &self.contract, overrides)?;
+        spec.providers = self.spec.providers.clone();
+        Ok(spec)
     }
 
     /// True when a GPU provider (CUDA or TensorRT) runs the model.

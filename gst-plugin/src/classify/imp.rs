@@ -1,8 +1,15 @@
 //! GObject glue of `visionclassify`: properties, pads, state changes, and the two threads
-//! (the upstream streaming thread preprocesses; the src pad task infers and pushes). The
-//! work itself lives in the plain modules `model`, `preprocess`, `batch`, `scores`, `meta`.
+//! (the upstream streaming thread preprocesses and hands frames to the engine; the src pad
+//! task takes them back in order and pushes). The work itself lives in the plain modules
+//! `engine` (shared or private ONNX Runtime session and batching), `lane` (this stream's
+//! ordered hand-over), `preprocess`, `results`, `meta`.
+//!
+//! Lock order: `settings`, then `running`, `stream` or `output` (one at a time), then
+//! `stats`; the lane's and engine's own locks are taken inside their methods only. No lock of
+//! the element is held while waiting on the lane or pushing downstream.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,11 +19,13 @@ use gst::subclass::prelude::*;
 
 use super::video;
 use super::{ChannelChoice, ProviderChoice, ResizeChoice, ScoresChoice};
-use crate::batch::{BatchTensor, Batcher, Entry, Flow, Work};
 use crate::contract::{ScoreKind, read_labels_file};
+use crate::engine::{self, Engine, EngineSettings};
+use crate::lane::{Deliver, Lane, Ready, held_buffers};
 use crate::meta::{self, FrameResult};
-use crate::model::{self, Overrides, Provider, Runner, RunnerConfig};
+use crate::model::{self, Overrides, Provider, RunnerConfig};
 use crate::preprocess::{ChannelOrder, PixelFormat, Preprocessor, ResizeMode, YuvColor};
+use crate::results::{StreamResults, StreamStats};
 use crate::scores::Scorer;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -27,12 +36,14 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Batch tensors in the pool: one being filled, one being inferred, one queued.
-const TENSOR_POOL: usize = 3;
+/// Longest inference-interval: 1000 frames (33 s at 30 fps). It multiplies the buffers the
+/// element may hold, which upstream pools must allow.
+const MAX_INTERVAL: u32 = 1000;
 
 #[derive(Debug, Clone)]
 struct Settings {
     model: Option<PathBuf>,
+    model_instance_id: Option<String>,
     labels_file: Option<PathBuf>,
     ort_library: Option<PathBuf>,
     provider: ProviderChoice,
@@ -59,6 +70,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             model: None,
+            model_instance_id: None,
             labels_file: None,
             ort_library: None,
             provider: ProviderChoice::Cpu,
@@ -83,6 +95,66 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    fn overrides(&self, labels: Option<Vec<String>>) -> Overrides {
+        Overrides {
+            labels,
+            resize: match self.resize {
+                ResizeChoice::Model => None,
+                ResizeChoice::Stretch => Some(ResizeMode::Stretch),
+                ResizeChoice::Letterbox => Some(ResizeMode::Letterbox),
+                ResizeChoice::CenterCrop => Some(ResizeMode::CenterCrop),
+            },
+            channels: match self.channel_order {
+                ChannelChoice::Model => None,
+                ChannelChoice::Rgb => Some(ChannelOrder::Rgb),
+                ChannelChoice::Bgr => Some(ChannelOrder::Bgr),
+            },
+            scale: (self.scale > 0.0).then_some(self.scale as f32),
+            mean: self.mean,
+            std: self.std,
+            scores: match self.scores {
+                ScoresChoice::Model => None,
+                ScoresChoice::Logits => Some(ScoreKind::Logits),
+                ScoresChoice::Probabilities => Some(ScoreKind::Probabilities),
+            },
+        }
+    }
+
+    fn engine(&self, model: PathBuf) -> EngineSettings {
+        EngineSettings {
+            runner: RunnerConfig {
+                model,
+                ort_library: self.ort_library.clone(),
+                provider: match self.provider {
+                    ProviderChoice::Cpu => Provider::Cpu,
+                    ProviderChoice::Cuda => Provider::Cuda,
+                    ProviderChoice::TensorRt => Provider::TensorRt,
+                    ProviderChoice::Auto => Provider::Auto,
+                },
+                device_id: self.device_id,
+                strict_provider: self.strict_provider,
+                threads: self.threads as usize,
+                trt_fp16: self.trt_fp16,
+                trt_cache_dir: self.trt_cache_dir.clone(),
+            },
+            batch_size: self.batch_size.max(1) as usize,
+            timeout: Duration::from_millis(self.batch_timeout_ms.into()),
+        }
+    }
+}
+
+type FrameLane = Lane<gst::Buffer, gst::Event>;
+
+/// The engine this element is attached to and its lane in it, while running.
+#[derive(Clone)]
+struct Running {
+    engine: Arc<Engine>,
+    lane: Arc<FrameLane>,
+    /// The same lane as the engine sees it.
+    deliver: Arc<dyn Deliver>,
+}
+
 /// What the streaming thread owns while running.
 struct Stream {
     preprocessor: Preprocessor,
@@ -91,42 +163,20 @@ struct Stream {
     interval: u64,
 }
 
-/// What the src pad task owns while running.
-struct Worker {
-    runner: Runner,
-    scorer: Scorer,
-    model: Arc<str>,
-    scores: Vec<f32>,
-    last: Option<FrameResult>,
-    frames_out: u64,
-    post_messages: bool,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Stats {
-    frames: u64,
-    classified: u64,
-    batches: u64,
-    inference_total: Duration,
-    inference_max: Duration,
-    first_frame: Option<Instant>,
-    last_frame: Option<Instant>,
-}
-
-type FrameBatcher = Batcher<gst::Buffer, gst::Event>;
-
 pub struct VisionClassify {
     sinkpad: gst::Pad,
     srcpad: gst::Pad,
     settings: Mutex<Settings>,
-    batcher: Mutex<Option<Arc<FrameBatcher>>>,
+    running: Mutex<Option<Running>>,
     stream: Mutex<Option<Stream>>,
-    worker: Mutex<Option<Worker>>,
+    output: Mutex<Option<StreamResults>>,
     /// Last result of pushing downstream, returned to upstream (as `queue` does).
     flow: Mutex<Result<gst::FlowSuccess, gst::FlowError>>,
-    stats: Mutex<Stats>,
-    /// Latency added by batching, for the latency query.
-    batch_latency: Mutex<gst::ClockTime>,
+    stats: Mutex<StreamStats>,
+    /// Read at each push, so a change in PLAYING applies from the next frame.
+    post_messages: AtomicBool,
+    /// EOS arrived on the sink pad (a NOT_LINKED downstream is reported then, as `queue` does).
+    got_eos: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,15 +184,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl VisionClassify {
-    fn batcher(&self) -> Option<Arc<FrameBatcher>> {
-        lock(&self.batcher).clone()
+    fn running(&self) -> Option<Running> {
+        lock(&self.running).clone()
     }
 
     // ---- streaming thread ----------------------------------------------------------------
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         (*lock(&self.flow))?;
-        let batcher = self.batcher().ok_or(gst::FlowError::Flushing)?;
+        let run = self.running().ok_or(gst::FlowError::Flushing)?;
         let classify = {
             let mut stream = lock(&self.stream);
             let stream = stream.as_mut().ok_or(gst::FlowError::Flushing)?;
@@ -165,62 +215,52 @@ impl VisionClassify {
             buffer.pts()
         );
         if !classify {
-            if batcher.push_reuse(buffer).is_some() {
-                return Err(gst::FlowError::Flushing);
-            }
+            run.lane
+                .push_reuse(buffer)
+                .map_err(|_| gst::FlowError::Flushing)?;
             return *lock(&self.flow);
         }
 
-        // Waits while every batch tensor is in use: back-pressure from the worker.
-        let mut batch = batcher.acquire().ok_or(gst::FlowError::Flushing)?;
-        let slot = batch.slots;
+        // Waits while this stream has its capacity of frames in the engine: back-pressure.
+        let mut slot = run.lane.acquire().ok_or(gst::FlowError::Flushing)?;
         let result = {
             let mut stream = lock(&self.stream);
             match stream.as_mut() {
                 None => Err("element stopped".to_string()),
-                Some(stream) => {
-                    let Stream {
-                        preprocessor,
-                        format,
-                        ..
-                    } = stream;
-                    match format {
-                        None => Err("no caps".to_string()),
-                        Some((info, pixel_format, yuv)) => {
-                            match gst_video::VideoFrameRef::from_buffer_ref_readable(
-                                buffer.as_ref(),
-                                info,
-                            ) {
-                                Err(e) => Err(format!("cannot map the frame: {e}")),
-                                Ok(frame) => {
-                                    let view = video::frame_view(&frame, *pixel_format, *yuv);
-                                    preprocessor
-                                        .run(&view, batch.tensor.slot_mut(slot))
-                                        .map_err(|e| e.to_string())
-                                }
-                            }
+                Some(Stream {
+                    preprocessor,
+                    format: Some((info, pixel_format, yuv)),
+                    ..
+                }) => {
+                    match gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
+                    {
+                        Err(e) => Err(format!("cannot map the frame: {e}")),
+                        Ok(frame) => {
+                            let view = video::frame_view(&frame, *pixel_format, *yuv);
+                            preprocessor
+                                .run(&view, slot.as_mut())
+                                .map_err(|e| e.to_string())
                         }
                     }
                 }
+                Some(_) => Err("no caps".to_string()),
             }
         };
-        match result {
-            Ok(()) => {
-                if batcher.release(batch, Some(buffer)).is_some() {
-                    return Err(gst::FlowError::Flushing);
-                }
-                *lock(&self.flow)
-            }
-            Err(reason) => {
-                batcher.release(batch, None);
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ("cannot preprocess frame {:?}: {reason}", buffer.pts())
-                );
-                Err(gst::FlowError::Error)
-            }
+        if let Err(reason) = result {
+            run.lane.release(slot);
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ("cannot preprocess frame {:?}: {reason}", buffer.pts())
+            );
+            return Err(gst::FlowError::Error);
         }
+        let ticket = run
+            .lane
+            .push_classified(buffer)
+            .map_err(|_| gst::FlowError::Flushing)?;
+        run.engine.submit(&run.deliver, ticket, slot);
+        *lock(&self.flow)
     }
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
@@ -228,8 +268,9 @@ impl VisionClassify {
         gst::log!(CAT, obj = pad, "sink event {event:?}");
         match event.view() {
             EventView::FlushStart(_) => {
-                if let Some(b) = self.batcher() {
-                    b.set_flushing(true);
+                if let Some(run) = self.running() {
+                    run.lane.set_flushing(true);
+                    run.engine.remove(&run.deliver);
                 }
                 *lock(&self.flow) = Err(gst::FlowError::Flushing);
                 let ret = self.srcpad.push_event(event);
@@ -237,15 +278,17 @@ impl VisionClassify {
                 ret
             }
             EventView::FlushStop(_) => {
-                if let Some(b) = self.batcher() {
-                    b.set_flushing(false);
+                // The task is paused: nothing else touches the lane's front or the results.
+                if let Some(run) = self.running() {
+                    run.lane.set_flushing(false);
                 }
                 if let Some(stream) = lock(&self.stream).as_mut() {
                     stream.frames_seen = 0;
                 }
-                if let Some(worker) = lock(&self.worker).as_mut() {
-                    worker.last = None;
+                if let Some(output) = lock(&self.output).as_mut() {
+                    output.reset();
                 }
+                self.got_eos.store(false, Ordering::SeqCst);
                 *lock(&self.flow) = Ok(gst::FlowSuccess::Ok);
                 let ret = self.srcpad.push_event(event);
                 self.start_task();
@@ -259,21 +302,37 @@ impl VisionClassify {
                 }
                 self.queue_event(event)
             }
+            EventView::Eos(_) => {
+                self.got_eos.store(true, Ordering::SeqCst);
+                let flow = *lock(&self.flow);
+                if let Err(err @ (gst::FlowError::NotLinked | gst::FlowError::Error)) = flow {
+                    // Downstream stopped and upstream will not report it any more.
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ("streaming stopped, reason {err:?}")
+                    );
+                }
+                self.queue_event(event)
+            }
             _ if event.is_serialized() => self.queue_event(event),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
     }
 
-    /// Serialized events travel behind the frames before them.
+    /// Serialized events travel behind the frames before them; this stream's frames in the
+    /// engine are hurried so the event does not wait for the batch timeout.
     fn queue_event(&self, event: gst::Event) -> bool {
         if lock(&self.flow).is_err() && event.type_() != gst::EventType::Eos {
             // Downstream stopped; keep sticky events for when it resumes.
             return event.is_sticky();
         }
-        match self.batcher() {
-            Some(b) => b.push_event(event).is_none(),
-            None => false,
-        }
+        let Some(run) = self.running() else {
+            return false;
+        };
+        let queued = run.lane.push_event(event).is_ok();
+        run.engine.hurry(run.deliver.id());
+        queued
     }
 
     fn set_caps(&self, caps: &gst::Caps) -> Result<(), String> {
@@ -298,21 +357,28 @@ impl VisionClassify {
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         if query.is_serialized() {
-            // Allocation and drain queries must see everything before them pushed.
-            if let Some(b) = self.batcher()
-                && !b.drain()
-            {
-                return false;
+            // Allocation and drain queries must see everything before them pushed. A task
+            // stopped on a downstream error will push nothing more: then the query fails.
+            if let Some(run) = self.running() {
+                run.engine.hurry(run.deliver.id());
+                if !run.lane.drain() {
+                    return false;
+                }
             }
             let held = self.held_buffers();
             let ret = gst::Pad::query_default(pad, Some(&*self.obj()), query);
             if ret && let gst::QueryViewMut::Allocation(q) = query.view_mut() {
-                // We hold up to `held` buffers: pools must allow that many more, or
-                // upstream would starve waiting for a buffer we keep.
+                // We hold up to `held` buffers: a bounded pool must allow that many more, or
+                // upstream would starve waiting for a buffer we keep. Only the maximum grows:
+                // raising the minimum would make pools allocate all of them up front.
                 let pools: Vec<_> = q.allocation_pools().collect();
                 for (i, (pool, size, min, max)) in pools.into_iter().enumerate() {
-                    let max = if max == 0 { 0 } else { max + held };
-                    q.set_nth_allocation_pool(i as u32, pool.as_ref(), size, min + held, max);
+                    let max = if max == 0 {
+                        0
+                    } else {
+                        max.saturating_add(held)
+                    };
+                    q.set_nth_allocation_pool(i as u32, pool.as_ref(), size, min, max);
                 }
             }
             return ret;
@@ -321,9 +387,9 @@ impl VisionClassify {
     }
 
     fn held_buffers(&self) -> u32 {
-        let s = lock(&self.settings);
-        let interval = s.inference_interval.max(1);
-        (TENSOR_POOL as u32) * s.batch_size * interval
+        let interval = lock(&self.settings).inference_interval;
+        let capacity = self.running().map_or(0, |r| r.lane.capacity());
+        held_buffers(capacity, interval)
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -332,12 +398,16 @@ impl VisionClassify {
                 return false;
             }
             let (live, min, max) = q.result();
-            let added = *lock(&self.batch_latency);
+            let added = self.running().map_or(gst::ClockTime::ZERO, |r| {
+                gst::ClockTime::from_nseconds(
+                    r.engine.latency().as_nanos().try_into().unwrap_or(u64::MAX),
+                )
+            });
             q.set(live, min + added, max.map(|m| m + added));
             gst::debug!(
                 CAT,
                 imp = self,
-                "latency: upstream {min} + batching {added}"
+                "latency: upstream {min} + batching and inference {added}"
             );
             return true;
         }
@@ -347,42 +417,72 @@ impl VisionClassify {
     // ---- src pad task ---------------------------------------------------------------------
 
     fn start_task(&self) {
-        let Some(batcher) = self.batcher() else {
+        let Some(run) = self.running() else {
             return;
         };
+        run.lane.set_stopped(false);
         let this = self.downgrade();
+        let lane = run.lane.clone();
         let res = self.srcpad.start_task(move || {
             let Some(this) = this.upgrade() else {
                 return;
             };
-            this.task_iteration(&batcher);
+            this.task_iteration(&lane);
         });
         if let Err(e) = res {
             gst::element_imp_error!(self, gst::CoreError::Thread, ("cannot start task: {e}"));
         }
     }
 
-    fn task_iteration(&self, batcher: &FrameBatcher) {
-        let Some(work) = batcher.next() else {
+    fn task_iteration(&self, lane: &FrameLane) {
+        let Some(ready) = lane.next() else {
             gst::debug!(CAT, imp = self, "flushing, pausing task");
             let _ = self.srcpad.pause_task();
             return;
         };
-        let (flow, tensor, eos) = match work {
-            Work::Event(event) => {
-                let eos = event.type_() == gst::EventType::Eos;
+        let mut eos = false;
+        let flow = match ready {
+            Ready::Event(event) => {
+                eos = event.type_() == gst::EventType::Eos;
                 if !self.srcpad.push_event(event) && eos {
                     gst::debug!(CAT, imp = self, "EOS was not handled downstream");
                 }
-                (Ok(gst::FlowSuccess::Ok), None, eos)
+                Ok(gst::FlowSuccess::Ok)
             }
-            Work::Pass(buffer) => (self.push_reused(buffer), None, false),
-            Work::Batch(batch) => {
-                let (flow, tensor) = self.infer_and_push(batch);
-                (flow, Some(tensor), false)
+            Ready::Reuse(buffer) => {
+                let result = lock(&self.output).as_mut().and_then(|o| o.reused());
+                lock(&self.stats).count(None, Instant::now());
+                self.push_with_result(buffer, result.as_ref())
+            }
+            Ready::Classified(buffer, Err(reason)) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("inference failed: {reason}")
+                );
+                drop(buffer);
+                Err(gst::FlowError::Error)
+            }
+            Ready::Classified(buffer, Ok(answer)) => {
+                let result = lock(&self.output)
+                    .as_mut()
+                    .and_then(|o| o.classified(&answer));
+                if result.is_none() {
+                    gst::warning!(CAT, imp = self, "model gave no usable scores");
+                }
+                gst::trace!(
+                    CAT,
+                    imp = self,
+                    "run {} of {} frames took {:?}",
+                    answer.run,
+                    answer.batch_fill,
+                    answer.took
+                );
+                lock(&self.stats).count(Some(&answer), Instant::now());
+                self.push_with_result(buffer, result.as_ref())
             }
         };
-        batcher.done(tensor);
+        lane.done();
         let flow = if eos { Err(gst::FlowError::Eos) } else { flow };
         if let Err(err) = flow {
             let mut stored = lock(&self.flow);
@@ -390,11 +490,15 @@ impl VisionClassify {
                 *stored = Err(err);
             }
             drop(stored);
-            if err != gst::FlowError::Eos || !eos {
-                gst::debug!(CAT, imp = self, "pausing task: {err:?}");
-            }
-            let fatal = !matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos);
-            if !eos && fatal {
+            gst::debug!(CAT, imp = self, "pausing task: {err:?}");
+            // Not-linked goes back upstream, which decides (a demuxer may ignore it); it is
+            // reported here only if EOS already came, as `queue` does.
+            let report = match err {
+                gst::FlowError::Flushing | gst::FlowError::Eos => false,
+                gst::FlowError::NotLinked => self.got_eos.load(Ordering::SeqCst),
+                _ => true,
+            };
+            if !eos && report {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Failed,
@@ -402,122 +506,15 @@ impl VisionClassify {
                 );
                 self.srcpad.push_event(gst::event::Eos::new());
             }
+            lane.set_stopped(true);
             let _ = self.srcpad.pause_task();
         }
-    }
-
-    fn push_reused(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (result, post) = {
-            let mut worker = lock(&self.worker);
-            let Some(w) = worker.as_mut() else {
-                return Err(gst::FlowError::Flushing);
-            };
-            let frame = w.frames_out;
-            w.frames_out += 1;
-            let result = w.last.clone().map(|mut r| {
-                r.reused = true;
-                r.frame = frame;
-                r
-            });
-            (result, w.post_messages)
-        };
-        self.count_frames(1, 0, None);
-        self.push_with_result(buffer, result.as_ref(), post)
-    }
-
-    fn infer_and_push(
-        &self,
-        batch: crate::batch::Batch<gst::Buffer>,
-    ) -> (Result<gst::FlowSuccess, gst::FlowError>, BatchTensor) {
-        let crate::batch::Batch {
-            entries,
-            tensor,
-            slots,
-            ..
-        } = batch;
-        // The runner leaves its mutex for the run: nothing else may wait on a lock across it.
-        let Some(mut worker) = lock(&self.worker).take() else {
-            return (Err(gst::FlowError::Flushing), tensor);
-        };
-        let started = Instant::now();
-        let run = if slots > 0 {
-            worker.runner.run(tensor.input(), slots, &mut worker.scores)
-        } else {
-            Ok(())
-        };
-        let elapsed = started.elapsed();
-        if let Err(e) = run {
-            *lock(&self.worker) = Some(worker);
-            gst::element_imp_error!(self, gst::LibraryError::Failed, ("{e}"));
-            return (Err(gst::FlowError::Error), tensor);
-        }
-        gst::trace!(CAT, imp = self, "inferred {slots} frames in {elapsed:?}");
-        let classes = worker.scorer.num_classes();
-        let mut results = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            let frame = worker.frames_out;
-            worker.frames_out += 1;
-            let result = match entry {
-                Entry::Classify { slot, .. } => {
-                    let scores = worker
-                        .scores
-                        .get(slot * classes..(slot + 1) * classes)
-                        .unwrap_or(&[]);
-                    let r = worker
-                        .scorer
-                        .classify(scores)
-                        .map(|classification| FrameResult {
-                            model: worker.model.clone(),
-                            classification,
-                            inference_ns: elapsed.as_nanos() as u64,
-                            batch_size: slots as u32,
-                            reused: false,
-                            frame,
-                        });
-                    if r.is_none() {
-                        gst::warning!(
-                            CAT,
-                            imp = self,
-                            "model gave no usable scores for frame {frame}"
-                        );
-                    }
-                    worker.last.clone_from(&r);
-                    r
-                }
-                Entry::Reuse(_) => worker.last.clone().map(|mut r| {
-                    r.reused = true;
-                    r.frame = frame;
-                    r
-                }),
-            };
-            results.push(result);
-        }
-        let post = worker.post_messages;
-        *lock(&self.worker) = Some(worker);
-        self.count_frames(
-            entries.len() as u64,
-            slots as u64,
-            (slots > 0).then_some(elapsed),
-        );
-
-        let mut flow = Ok(gst::FlowSuccess::Ok);
-        for (entry, result) in entries.into_iter().zip(results) {
-            let buffer = match entry {
-                Entry::Classify { item, .. } | Entry::Reuse(item) => item,
-            };
-            flow = self.push_with_result(buffer, result.as_ref(), post);
-            if flow.is_err() {
-                break;
-            }
-        }
-        (flow, tensor)
     }
 
     fn push_with_result(
         &self,
         mut buffer: gst::Buffer,
         result: Option<&FrameResult>,
-        post: bool,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         if let Some(r) = result {
             // Writable only for the meta: a shallow copy if shared, never a pixel copy.
@@ -529,7 +526,7 @@ impl VisionClassify {
             if let Err(e) = meta::analytics::write(writable, r) {
                 gst::warning!(CAT, imp = self, "cannot attach analytics meta: {e}");
             }
-            if post && !r.reused {
+            if !r.reused && self.post_messages.load(Ordering::SeqCst) {
                 self.post_result(&buffer, r);
             }
         }
@@ -551,42 +548,29 @@ impl VisionClassify {
         let _ = self.obj().post_message(msg);
     }
 
-    fn count_frames(&self, frames: u64, classified: u64, inference: Option<Duration>) {
-        let now = Instant::now();
-        let mut s = lock(&self.stats);
-        s.frames += frames;
-        s.classified += classified;
-        s.first_frame.get_or_insert(now);
-        s.last_frame = Some(now);
-        if let Some(t) = inference {
-            s.batches += 1;
-            s.inference_total += t;
-            s.inference_max = s.inference_max.max(t);
-        }
-    }
-
     fn stats_structure(&self) -> gst::Structure {
         let s = lock(&self.stats).clone();
-        let mean = if s.batches > 0 {
-            s.inference_total.as_secs_f64() * 1000.0 / s.batches as f64
-        } else {
-            0.0
-        };
-        let fps = match (s.first_frame, s.last_frame) {
-            (Some(a), Some(b)) if b > a && s.frames > 1 => {
-                (s.frames - 1) as f64 / (b - a).as_secs_f64()
-            }
-            _ => 0.0,
-        };
-        let queued = self.batcher().map_or(0, |b| b.lock().queued() as u64);
+        let run = self.running();
+        let queued = run.as_ref().map_or(0, |r| r.lane.queued() as u64);
+        let engine = run.as_ref().map(|r| r.engine.stats()).unwrap_or_default();
+        let id = run
+            .as_ref()
+            .and_then(|r| r.engine.instance_id().map(str::to_owned))
+            .unwrap_or_default();
         gst::Structure::builder("visionclassify-stats")
             .field("frames", s.frames)
             .field("classified", s.classified)
             .field("batches", s.batches)
-            .field("mean-inference-ms", mean)
+            .field("mean-inference-ms", s.mean_inference_ms())
             .field("max-inference-ms", s.inference_max.as_secs_f64() * 1000.0)
-            .field("fps", fps)
+            .field("fps", s.fps())
             .field("queued", queued)
+            .field("engine-id", id)
+            .field("engine-streams", engine.streams as u64)
+            .field("engine-batches", engine.batches)
+            .field("engine-frames", engine.frames)
+            .field("engine-mean-fill", engine.mean_fill())
+            .field("engine-queued", engine.queued as u64)
             .build()
     }
 
@@ -639,54 +623,33 @@ impl VisionClassify {
                 )
             })?),
         };
-        let overrides = Overrides {
-            labels,
-            resize: match settings.resize {
-                ResizeChoice::Model => None,
-                ResizeChoice::Stretch => Some(ResizeMode::Stretch),
-                ResizeChoice::Letterbox => Some(ResizeMode::Letterbox),
-                ResizeChoice::CenterCrop => Some(ResizeMode::CenterCrop),
-            },
-            channels: match settings.channel_order {
-                ChannelChoice::Model => None,
-                ChannelChoice::Rgb => Some(ChannelOrder::Rgb),
-                ChannelChoice::Bgr => Some(ChannelOrder::Bgr),
-            },
-            scale: (settings.scale > 0.0).then_some(settings.scale as f32),
-            mean: settings.mean,
-            std: settings.std,
-            scores: match settings.scores {
-                ScoresChoice::Model => None,
-                ScoresChoice::Logits => Some(ScoreKind::Logits),
-                ScoresChoice::Probabilities => Some(ScoreKind::Probabilities),
-            },
+        let request = engine::Request {
+            instance_id: settings.model_instance_id.clone(),
+            element: self.obj().name().to_string(),
+            settings: settings.engine(model_path.clone()),
+            overrides: settings.overrides(labels),
         };
-        let config = RunnerConfig {
-            model: model_path.clone(),
-            ort_library: settings.ort_library.clone(),
-            provider: match settings.provider {
-                ProviderChoice::Cpu => Provider::Cpu,
-                ProviderChoice::Cuda => Provider::Cuda,
-                ProviderChoice::TensorRt => Provider::TensorRt,
-                ProviderChoice::Auto => Provider::Auto,
-            },
-            device_id: settings.device_id,
-            strict_provider: settings.strict_provider,
-            threads: settings.threads as usize,
-            trt_fp16: settings.trt_fp16,
-            trt_cache_dir: settings.trt_cache_dir.clone(),
-        };
-        let mut opened = Runner::open(&config, &overrides).map_err(|e| {
+        let attached = engine::attach(&request).map_err(|e| {
             let domain = match e {
-                model::ModelError::Open { .. } => gst::ResourceError::OpenRead,
+                engine::EngineError::Model(model::ModelError::Open { .. }) => {
+                    gst::ResourceError::OpenRead
+                }
                 _ => gst::ResourceError::Settings,
             };
             gst::error_msg!(domain, ("{e}"))
         })?;
-        for w in &opened.warnings {
+        for w in &attached.warnings {
             gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{w}"));
         }
-        let spec = opened.runner.spec().clone();
+        let spec = attached.spec;
+        let engine = attached.engine;
+        match (&attached.joined, engine.instance_id()) {
+            (Some(owner), Some(id)) => {
+                gst::info!(CAT, imp = self, "joined engine \"{id}\" opened by {owner}")
+            }
+            (None, Some(id)) => gst::info!(CAT, imp = self, "opened shared engine \"{id}\""),
+            _ => gst::info!(CAT, imp = self, "opened a private engine"),
+        }
         for a in &spec.assumed {
             gst::info!(
                 CAT,
@@ -698,7 +661,7 @@ impl VisionClassify {
         gst::info!(
             CAT,
             imp = self,
-            "model {} ({}): input {} {:?} {}x{}x{:?} {:?}, {} classes, {:?}, providers {:?}",
+            "model {} ({}): input {} {:?} {}x{}x{:?} {:?}, {} classes, {:?}, providers {:?}, latency {:?}",
             model_path.display(),
             spec.name,
             spec.input_name,
@@ -709,71 +672,54 @@ impl VisionClassify {
             spec.slot.layout,
             spec.num_classes,
             spec.resize,
-            spec.providers
+            spec.providers,
+            engine.latency()
         );
 
-        let batch_size = settings.batch_size as usize;
-        if let Some(fixed) = spec.fixed_batch
-            && batch_size > fixed
-        {
-            return Err(gst::error_msg!(
-                gst::LibraryError::Settings,
-                (
-                    "batch-size {batch_size} is larger than the fixed batch dimension {fixed} of model {}",
-                    model_path.display()
-                )
-            ));
-        }
-        let capacity = spec.fixed_batch.unwrap_or(batch_size).max(batch_size);
-        if opened.runner.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
-            gst::info!(
-                CAT,
-                imp = self,
-                "GPU provider: partial batches are padded to batch-size {batch_size}"
-            );
-            opened.runner.pad_batches_to(batch_size);
-        }
-        let tensors = (0..TENSOR_POOL)
-            .map(|_| BatchTensor::new(spec.input_type, spec.slot.len(), capacity))
-            .collect();
-        let timeout = Duration::from_millis(settings.batch_timeout_ms.into());
-        let batcher = Arc::new(Batcher::new(Flow::new(batch_size, timeout, tensors)));
-        *lock(&self.batch_latency) = if batch_size > 1 {
-            gst::ClockTime::from_mseconds(settings.batch_timeout_ms.into())
-        } else {
-            gst::ClockTime::ZERO
-        };
-
+        // Room for one batch waiting and one being filled while another runs.
+        let capacity = engine.batch_size().saturating_mul(2).max(2);
+        let lane = Arc::new(FrameLane::new(
+            engine.attach_lane(),
+            capacity,
+            engine.input_type(),
+            engine.slot_len(),
+        ));
+        let deliver: Arc<dyn Deliver> = lane.clone();
         *lock(&self.stream) = Some(Stream {
             preprocessor: Preprocessor::new(spec.slot, spec.normalize, spec.resize),
             format: None,
             frames_seen: 0,
-            interval: settings.inference_interval.max(1).into(),
+            interval: settings.inference_interval.clamp(1, MAX_INTERVAL).into(),
         });
-        *lock(&self.worker) = Some(Worker {
-            scorer: Scorer::new(
+        *lock(&self.output) = Some(StreamResults::new(
+            Scorer::new(
                 spec.scores,
                 &spec.labels,
                 settings.top_k as usize,
                 settings.threshold as f32,
             ),
-            model: Arc::from(spec.name.as_str()),
-            scores: Vec::with_capacity(capacity * spec.num_classes),
-            runner: opened.runner,
-            last: None,
-            frames_out: 0,
-            post_messages: settings.post_messages,
+            &spec.name,
+        ));
+        *lock(&self.running) = Some(Running {
+            engine,
+            lane,
+            deliver,
         });
-        *lock(&self.batcher) = Some(batcher);
-        *lock(&self.stats) = Stats::default();
+        *lock(&self.stats) = StreamStats::default();
         *lock(&self.flow) = Ok(gst::FlowSuccess::Ok);
+        self.got_eos.store(false, Ordering::SeqCst);
+        self.post_messages
+            .store(settings.post_messages, Ordering::SeqCst);
         Ok(())
     }
 
     fn stop(&self) {
-        *lock(&self.batcher) = None;
+        if let Some(run) = lock(&self.running).take() {
+            run.lane.set_flushing(true);
+            run.engine.detach(&run.deliver);
+        }
         *lock(&self.stream) = None;
-        *lock(&self.worker) = None;
+        *lock(&self.output) = None;
         gst::info!(CAT, imp = self, "stopped");
     }
 
@@ -787,14 +733,15 @@ impl VisionClassify {
         }
         if active {
             *lock(&self.flow) = Ok(gst::FlowSuccess::Ok);
-            if let Some(b) = self.batcher() {
-                b.set_flushing(false);
+            if let Some(run) = self.running() {
+                run.lane.set_flushing(false);
             }
             self.start_task();
         } else {
             *lock(&self.flow) = Err(gst::FlowError::Flushing);
-            if let Some(b) = self.batcher() {
-                b.set_flushing(true);
+            if let Some(run) = self.running() {
+                run.lane.set_flushing(true);
+                run.engine.remove(&run.deliver);
             }
             self.srcpad
                 .stop_task()
@@ -812,10 +759,11 @@ impl VisionClassify {
             return Err(gst::loggable_error!(CAT, "only push mode is supported"));
         }
         if !active {
-            // Unblock a streaming thread waiting for a free batch tensor.
+            // Unblock a streaming thread waiting for room in the lane.
             *lock(&self.flow) = Err(gst::FlowError::Flushing);
-            if let Some(b) = self.batcher() {
-                b.set_flushing(true);
+            if let Some(run) = self.running() {
+                run.lane.set_flushing(true);
+                run.engine.remove(&run.deliver);
             }
         }
         Ok(())
@@ -884,12 +832,13 @@ impl ObjectSubclass for VisionClassify {
             sinkpad,
             srcpad,
             settings: Mutex::new(Settings::default()),
-            batcher: Mutex::new(None),
+            running: Mutex::new(None),
             stream: Mutex::new(None),
-            worker: Mutex::new(None),
+            output: Mutex::new(None),
             flow: Mutex::new(Err(gst::FlowError::Flushing)),
-            stats: Mutex::new(Stats::default()),
-            batch_latency: Mutex::new(gst::ClockTime::ZERO),
+            stats: Mutex::new(StreamStats::default()),
+            post_messages: AtomicBool::new(false),
+            got_eos: AtomicBool::new(false),
         }
     }
 }
@@ -943,6 +892,11 @@ impl ObjectImpl for VisionClassify {
                     .blurb("Path of the ONNX image classifier (.onnx). Input layout, size and type are read from the model; labels and preprocessing from its vision.* metadata when present")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("model-instance-id")
+                    .nick("Model instance id")
+                    .blurb("Share one inference engine (one ONNX Runtime session, one worker, one batch) with every visionclassify of this process that has the same id: frames of all their streams fill the same batches, oldest first. The first element to start opens it; the others must give the same model, execution-provider, device-id, strict-provider, threads, trt-fp16, trt-cache-dir, batch-size and batch-timeout, or fail to start. Unset: a private engine")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("labels-file")
                     .nick("Labels file")
                     .blurb("Text file with one label per line, in class order; overrides the model's vision.labels. Its count must match the model's classes")
@@ -991,7 +945,7 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecUInt::builder("batch-size")
                     .nick("Batch size")
-                    .blurb("Frames classified together in one inference run. Frames are held until the batch is full or batch-timeout has passed since its first frame. On CUDA and TensorRT every run is padded to batch-size, so the GPU sees one input shape")
+                    .blurb("Frames classified together in one inference run (with model-instance-id: frames of all streams sharing the engine). Frames are held until the batch is full or batch-timeout has passed since its oldest frame. On CUDA and TensorRT every run is padded to batch-size, so the GPU sees one input shape")
                     .minimum(1)
                     .maximum(256)
                     .default_value(1)
@@ -999,14 +953,15 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecUInt::builder("batch-timeout")
                     .nick("Batch timeout (ms)")
-                    .blurb("Longest time in milliseconds the first frame of a partial batch waits for more frames; 0 runs whatever is queued as soon as the model is free. Added to the latency when batch-size > 1")
+                    .blurb("Longest time in milliseconds the oldest frame of a partial batch waits for more frames; 0 runs whatever is queued as soon as the model is free. The latency query reports it (when batch-size > 1) plus twice the time of one batch, measured when the model is opened")
                     .default_value(50)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("inference-interval")
                     .nick("Inference interval")
-                    .blurb("Classify every Nth frame; the frames in between carry the latest result, marked reused")
+                    .blurb("Classify every Nth frame (at most 1000); the frames in between carry the latest result, marked reused")
                     .minimum(1)
+                    .maximum(MAX_INTERVAL)
                     .default_value(1)
                     .mutable_ready()
                     .build(),
@@ -1067,7 +1022,7 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Read-only: frames, classified, batches, mean-inference-ms, max-inference-ms, fps, queued")
+                    .blurb("Read-only. This stream: frames, classified, batches (runs that held its frames), mean-inference-ms, max-inference-ms, fps, queued. Its engine (all streams sharing it): engine-id, engine-streams, engine-batches, engine-frames, engine-mean-fill (frames per run), engine-queued (frames waiting for a batch)")
                     .read_only()
                     .build(),
             ]
@@ -1080,6 +1035,13 @@ impl ObjectImpl for VisionClassify {
         let name = pspec.name();
         match name {
             "model" => s.model = path_from(value),
+            "model-instance-id" => {
+                s.model_instance_id = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .filter(|s| !s.is_empty())
+            }
             "labels-file" => s.labels_file = path_from(value),
             "ort-library" => s.ort_library = path_from(value),
             "execution-provider" => s.provider = value.get().unwrap_or_default(),
@@ -1110,9 +1072,7 @@ impl ObjectImpl for VisionClassify {
             "scores" => s.scores = value.get().unwrap_or_default(),
             "post-messages" => {
                 s.post_messages = value.get().unwrap_or(false);
-                if let Some(w) = lock(&self.worker).as_mut() {
-                    w.post_messages = s.post_messages;
-                }
+                self.post_messages.store(s.post_messages, Ordering::SeqCst);
             }
             _ => unimplemented!("property {name}"),
         }
@@ -1126,6 +1086,7 @@ impl ObjectImpl for VisionClassify {
         let s = lock(&self.settings);
         match pspec.name() {
             "model" => path_value(&s.model).to_value(),
+            "model-instance-id" => s.model_instance_id.to_value(),
             "labels-file" => path_value(&s.labels_file).to_value(),
             "ort-library" => path_value(&s.ort_library).to_value(),
             "execution-provider" => s.provider.to_value(),

@@ -1,0 +1,564 @@
+//! The inference engine: one ONNX Runtime session, one worker thread and one batch tensor,
+//! shared by every `visionclassify` of a process that names the same `model-instance-id`
+//! (an element without one gets a private engine of its own).
+//!
+//! Streams attach a [`Lane`](crate::lane::Lane) each: they preprocess on their own threads
+//! and [`Engine::submit`] the slots; the worker takes batches from the [`Plan`] (frames of any
+//! stream, oldest first, full or after `batch-timeout`), copies the slots into the batch
+//! tensor, runs the session with no lock held, and delivers each frame's scores to its own
+//! lane. The engine never pushes downstream, so a stream whose downstream is blocked, paused
+//! or flushing cannot hold up the others.
+//!
+//! Lock order: the registry, then an engine's `plan`, `runner` or `stats` (never two of those
+//! at once), then a lane's state (only through [`Deliver`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::batch::{BatchTensor, LaneId, Next, Plan, Slot};
+use crate::lane::{Deliver, Inferred};
+use crate::model::{InputType, ModelError, ModelSpec, Overrides, Runner, RunnerConfig};
+
+/// Settings that belong to the engine: every element sharing it must give the same.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub runner: RunnerConfig,
+    pub batch_size: usize,
+    pub timeout: Duration,
+}
+
+impl EngineSettings {
+    /// The first setting (property name, this value, the other's value) in which `other`
+    /// differs. The ONNX Runtime library is not compared: one is loaded per process.
+    pub fn conflict(&self, other: &Self) -> Option<(&'static str, String, String)> {
+        let (a, b) = (&self.runner, &other.runner);
+        let same_model = a.model == b.model
+            || matches!(
+                (a.model.canonicalize(), b.model.canonicalize()),
+                (Ok(x), Ok(y)) if x == y
+            );
+        let pairs: [(&'static str, bool, String, String); 9] = [
+            (
+                "model",
+                same_model,
+                a.model.display().to_string(),
+                b.model.display().to_string(),
+            ),
+            (
+                "execution-provider",
+                a.provider == b.provider,
+                format!("{:?}", a.provider),
+                format!("{:?}", b.provider),
+            ),
+            (
+                "device-id",
+                a.device_id == b.device_id,
+                a.device_id.to_string(),
+                b.device_id.to_string(),
+            ),
+            (
+                "strict-provider",
+                a.strict_provider == b.strict_provider,
+                a.strict_provider.to_string(),
+                b.strict_provider.to_string(),
+            ),
+            (
+                "threads",
+                a.threads == b.threads,
+                a.threads.to_string(),
+                b.threads.to_string(),
+            ),
+            (
+                "trt-fp16",
+                a.trt_fp16 == b.trt_fp16,
+                a.trt_fp16.to_string(),
+                b.trt_fp16.to_string(),
+            ),
+            (
+                "trt-cache-dir",
+                a.trt_cache_dir == b.trt_cache_dir,
+                format!("{:?}", a.trt_cache_dir),
+                format!("{:?}", b.trt_cache_dir),
+            ),
+            (
+                "batch-size",
+                self.batch_size == other.batch_size,
+                self.batch_size.to_string(),
+                other.batch_size.to_string(),
+            ),
+            (
+                "batch-timeout",
+                self.timeout == other.timeout,
+                self.timeout.as_millis().to_string(),
+                other.timeout.as_millis().to_string(),
+            ),
+        ];
+        pairs
+            .into_iter()
+            .find(|(_, same, _, _)| !same)
+            .map(|(name, _, mine, theirs)| (name, mine, theirs))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(
+        "model-instance-id \"{id}\": element {owner} opened this engine with {setting}={theirs}, element {element} asks for {setting}={ours}; give both the same {setting} or another model-instance-id"
+    )]
+    Conflict {
+        id: String,
+        setting: &'static str,
+        owner: String,
+        theirs: String,
+        element: String,
+        ours: String,
+    },
+    #[error("model {path}: a batch of {batch} images of {slot_len} values does not fit in memory")]
+    TooLarge {
+        path: PathBuf,
+        batch: usize,
+        slot_len: usize,
+    },
+    #[error("model {path} fails on its first run (a test batch of zeros): {reason}")]
+    FirstRun { path: PathBuf, reason: String },
+    #[error("cannot start the inference thread: {0}")]
+    Thread(String),
+}
+
+/// What an element asks for when it starts.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `None`: a private engine.
+    pub instance_id: Option<String>,
+    /// The element's name, for messages.
+    pub element: String,
+    pub settings: EngineSettings,
+    /// The element's own labels, preprocessing and score overrides.
+    pub overrides: Overrides,
+}
+
+/// An element's view of the engine it attached to.
+pub struct Attached {
+    pub engine: Arc<Engine>,
+    /// The model with this element's overrides.
+    pub spec: ModelSpec,
+    /// Provider fallback warnings (for the element that opened the engine).
+    pub warnings: Vec<String>,
+    /// The element that opened the engine, when this one joined an existing engine.
+    pub joined: Option<String>,
+}
+
+/// Counters of the engine (all streams together).
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub batches: u64,
+    pub frames: u64,
+    pub run_total: Duration,
+    pub run_max: Duration,
+    /// Streams attached now.
+    pub streams: usize,
+    /// Frames waiting for a batch now.
+    pub queued: usize,
+}
+
+impl EngineStats {
+    pub fn mean_fill(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.frames as f64 / self.batches as f64
+        }
+    }
+}
+
+/// A frame in the plan: where its answer goes.
+struct Pending {
+    lane: Arc<dyn Deliver>,
+    ticket: u64,
+    slot: Slot,
+}
+
+struct Shared {
+    plan: Mutex<Plan<Pending>>,
+    cond: Condvar,
+    runner: Mutex<Runner>,
+    stats: Mutex<EngineStats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent, so a poisoned lock stays usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One session and its worker; dropped (worker joined) when its last element lets go.
+pub struct Engine {
+    id: Option<String>,
+    owner: String,
+    settings: EngineSettings,
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    input_type: InputType,
+    slot_len: usize,
+    /// One full-batch run, measured at opening (after a warm-up run).
+    run_estimate: Duration,
+    next_lane: AtomicU64,
+    streams: AtomicUsize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+static ENGINES: LazyLock<Mutex<HashMap<String, Weak<Engine>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Attaches an element to the engine of its `model-instance-id` (opening it if none is
+/// open), or to a new private engine. The ONNX Runtime library must be loaded already.
+pub fn attach(request: &Request) -> Result<Attached, EngineError> {
+    let Some(id) = &request.instance_id else {
+        return open(request);
+    };
+    // Held while opening, so two elements starting together open one engine.
+    let mut engines = lock(&ENGINES);
+    engines.retain(|_, e| e.strong_count() > 0);
+    if let Some(engine) = engines.get(id).and_then(Weak::upgrade) {
+        if let Some((setting, theirs, ours)) = engine.settings.conflict(&request.settings) {
+            return Err(EngineError::Conflict {
+                id: id.clone(),
+                setting,
+                owner: engine.owner.clone(),
+                theirs,
+                element: request.element.clone(),
+                ours,
+            });
+        }
+        let spec = lock(&engine.shared.runner).describe_for(&request.overrides)?;
+        let joined = Some(engine.owner.clone());
+        return Ok(Attached {
+            engine,
+            spec,
+            warnings: Vec::new(),
+            joined,
+        });
+    }
+    let attached = open(request)?;
+    engines.insert(id.clone(), Arc::downgrade(&attached.engine));
+    Ok(attached)
+}
+
+fn open(request: &Request) -> Result<Attached, EngineError> {
+    let settings = request.settings.clone();
+    let path = settings.runner.model.clone();
+    let opened = Runner::open(&settings.runner, &request.overrides)?;
+    let mut runner = opened.runner;
+    let spec = runner.spec().clone();
+    let batch_size = settings.batch_size.max(1);
+    if let Some(fixed) = spec.fixed_batch
+        && batch_size > fixed
+    {
+        return Err(ModelError::NotImage {
+            path,
+            reason: format!(
+                "batch-size {batch_size} is larger than the model's fixed batch dimension {fixed}"
+            ),
+        }
+        .into());
+    }
+    let capacity = spec.fixed_batch.unwrap_or(batch_size).max(batch_size);
+    if runner.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
+        runner.pad_batches_to(batch_size);
+    }
+    let slot_len = spec.slot.len();
+    let too_large = || EngineError::TooLarge {
+        path: path.clone(),
+        batch: capacity,
+        slot_len,
+    };
+    let mut tensor = BatchTensor::new(spec.input_type, slot_len, capacity).ok_or_else(too_large)?;
+
+    // Warm-up: the first run allocates and (on GPUs) picks kernels; the second is what a
+    // batch costs, which the latency query reports. A model that fails here never streams.
+    let mut scores = Vec::new();
+    let first_run = |e: ModelError| EngineError::FirstRun {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    runner
+        .run(tensor.input(), batch_size, &mut scores)
+        .map_err(first_run)?;
+    let started = Instant::now();
+    runner
+        .run(tensor.input(), batch_size, &mut scores)
+        .map_err(first_run)?;
+    let run_estimate = started.elapsed();
+
+    let shared = Arc::new(Shared {
+        plan: Mutex::new(Plan::new(batch_size, settings.timeout)),
+        cond: Condvar::new(),
+        runner: Mutex::new(runner),
+        stats: Mutex::new(EngineStats::default()),
+    });
+    let worker = {
+        let shared = shared.clone();
+        let classes = spec.num_classes;
+        std::thread::Builder::new()
+            .name(format!(
+                "vc-engine-{}",
+                request.instance_id.as_deref().unwrap_or(&request.element)
+            ))
+            .spawn(move || work(&shared, &mut tensor, classes))
+            .map_err(|e| EngineError::Thread(e.to_string()))?
+    };
+    let engine = Arc::new(Engine {
+        id: request.instance_id.clone(),
+        owner: request.element.clone(),
+        settings,
+        shared,
+        worker: Mutex::new(Some(worker)),
+        input_type: spec.input_type,
+        slot_len,
+        run_estimate,
+        next_lane: AtomicU64::new(0),
+        streams: AtomicUsize::new(0),
+    });
+    Ok(Attached {
+        engine,
+        spec,
+        warnings: opened.warnings,
+        joined: None,
+    })
+}
+
+/// The worker thread: batches from the plan, runs, answers.
+fn work(shared: &Shared, tensor: &mut BatchTensor, classes: usize) {
+    let mut scores = Vec::new();
+    loop {
+        let jobs = {
+            let mut plan = lock(&shared.plan);
+            loop {
+                match plan.next(Instant::now()) {
+                    Next::Run(jobs) => break jobs,
+                    Next::Shutdown => return,
+                    Next::Wait => plan = shared.cond.wait(plan).unwrap_or_else(|e| e.into_inner()),
+                    Next::WaitUntil(deadline) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        plan = shared
+                            .cond
+                            .wait_timeout(plan, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
+            }
+        };
+        let n = jobs.len();
+        let gathered = jobs
+            .iter()
+            .enumerate()
+            .all(|(i, job)| tensor.put(i, &job.payload.slot));
+        let started = Instant::now();
+        let run = if gathered {
+            lock(&shared.runner)
+                .run(tensor.input(), n, &mut scores)
+                .map_err(|e| e.to_string())
+        } else {
+            Err("a frame's tensor does not match the model's input".to_string())
+        };
+        let took = started.elapsed();
+        let run_number = {
+            let mut s = lock(&shared.stats);
+            s.batches += 1;
+            s.frames += n as u64;
+            s.run_total += took;
+            s.run_max = s.run_max.max(took);
+            s.batches
+        };
+        for (i, job) in jobs.into_iter().enumerate() {
+            let Pending { lane, ticket, slot } = job.payload;
+            let outcome = match &run {
+                Ok(()) => scores
+                    .get(i * classes..(i + 1) * classes)
+                    .map(|s| Inferred {
+                        scores: s.to_vec(),
+                        took,
+                        batch_fill: n,
+                        run: run_number,
+                    })
+                    .ok_or_else(|| format!("the model gave no scores for image {i} of {n}")),
+                Err(e) => Err(e.clone()),
+            };
+            lane.deliver(ticket, outcome, slot);
+        }
+    }
+}
+
+impl Engine {
+    /// A new stream's id; the stream counts as attached until [`Engine::detach`].
+    pub fn attach_lane(&self) -> LaneId {
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        self.next_lane.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The stream leaves: its waiting frames are dropped (their slots go back to it).
+    pub fn detach(&self, lane: &Arc<dyn Deliver>) {
+        self.remove(lane);
+        self.streams.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Hands over one preprocessed frame of `lane`, answered under `ticket`.
+    pub fn submit(&self, lane: &Arc<dyn Deliver>, ticket: u64, slot: Slot) {
+        let pending = Pending {
+            lane: lane.clone(),
+            ticket,
+            slot,
+        };
+        lock(&self.shared.plan).submit(lane.id(), pending, Instant::now());
+        self.shared.cond.notify_all();
+    }
+
+    /// The stream's waiting frames run now (a serialized event or query is behind them).
+    pub fn hurry(&self, lane: LaneId) {
+        lock(&self.shared.plan).hurry(lane);
+        self.shared.cond.notify_all();
+    }
+
+    /// Drops the stream's waiting frames (flush); their slots go back to the stream.
+    pub fn remove(&self, lane: &Arc<dyn Deliver>) {
+        let gone = lock(&self.shared.plan).remove(lane.id());
+        if !gone.is_empty() {
+            lane.reclaim(gone.into_iter().map(|p| p.slot).collect());
+        }
+        self.shared.cond.notify_all();
+    }
+
+    pub fn input_type(&self) -> InputType {
+        self.input_type
+    }
+
+    pub fn slot_len(&self) -> usize {
+        self.slot_len
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.settings.batch_size.max(1)
+    }
+
+    /// The shared id, `None` for a private engine.
+    pub fn instance_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// Longest a frame is expected to wait in the engine: the batch timeout (when batches
+    /// hold more than one frame), a batch already running, then its own batch's run.
+    pub fn latency(&self) -> Duration {
+        let wait = if self.batch_size() > 1 {
+            self.settings.timeout
+        } else {
+            Duration::ZERO
+        };
+        wait + self.run_estimate * 2
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let mut s = lock(&self.shared.stats).clone();
+        s.streams = self.streams.load(Ordering::SeqCst);
+        s.queued = lock(&self.shared.plan).queued();
+        s
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        lock(&self.shared.plan).shut_down();
+        self.shared.cond.notify_all();
+        if let Some(worker) = lock(&self.worker).take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Provider;
+
+    fn settings(model: &str, batch: usize) -> EngineSettings {
+        EngineSettings {
+            runner: RunnerConfig {
+                model: model.into(),
+                ..Default::default()
+            },
+            batch_size: batch,
+            timeout: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn equal_settings_do_not_conflict() {
+        assert_eq!(settings("m.onnx", 4).conflict(&settings("m.onnx", 4)), None);
+    }
+
+    #[test]
+    fn the_first_differing_setting_is_named_with_both_values() {
+        let a = settings("m.onnx", 4);
+        assert_eq!(
+            a.conflict(&settings("m.onnx", 8)),
+            Some(("batch-size", "4".into(), "8".into()))
+        );
+        assert_eq!(
+            a.conflict(&settings("n.onnx", 8)).map(|c| c.0),
+            Some("model")
+        );
+        let mut b = a.clone();
+        b.runner.provider = Provider::Cuda;
+        assert_eq!(a.conflict(&b).map(|c| c.0), Some("execution-provider"));
+        let mut b = a.clone();
+        b.timeout = Duration::ZERO;
+        assert_eq!(
+            a.conflict(&b),
+            Some(("batch-timeout", "50".into(), "0".into()))
+        );
+        let mut b = a.clone();
+        b.runner.ort_library = Some("/other/libonnxruntime.so".into());
+        assert_eq!(a.conflict(&b), None, "one library per process anyway");
+    }
+
+    #[test]
+    fn the_same_file_by_another_path_is_the_same_model() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("m.onnx");
+        std::fs::write(&file, b"x").expect("write");
+        let other = dir.path().join(".").join("m.onnx");
+        let a = settings(&file.to_string_lossy(), 1);
+        let b = settings(&other.to_string_lossy(), 1);
+        assert_eq!(a.conflict(&b), None);
+    }
+
+    #[test]
+    fn conflict_message_names_both_elements_and_the_setting() {
+        let e = EngineError::Conflict {
+            id: "lite0".into(),
+            setting: "batch-size",
+            owner: "cam0".into(),
+            theirs: "8".into(),
+            element: "cam1".into(),
+            ours: "4".into(),
+        };
+        let m = e.to_string();
+        for part in ["lite0", "cam0", "cam1", "batch-size=8", "batch-size=4"] {
+            assert!(m.contains(part), "{m}");
+        }
+    }
+}
