@@ -108,17 +108,8 @@ impl EngineSettings {
 pub enum EngineError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error(
-        "model-instance-id \"{id}\": element {owner} opened this engine with {setting}={theirs}, element {element} asks for {setting}={ours}; give both the same {setting} or another model-instance-id"
-    )]
-    Conflict {
-        id: String,
-        setting: &'static str,
-        owner: String,
-        theirs: String,
-        element: String,
-        ours: String,
-    },
+    #[error(transparent)]
+    Conflict(Box<Conflict>),
     #[error("model {path}: a batch of {batch} images of {slot_len} values does not fit in memory")]
     TooLarge {
         path: PathBuf,
@@ -129,6 +120,20 @@ pub enum EngineError {
     FirstRun { path: PathBuf, reason: String },
     #[error("cannot start the inference thread: {0}")]
     Thread(String),
+}
+
+/// A later element's engine settings differ from those the engine was opened with.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "model-instance-id \"{id}\": element {owner} opened this engine with {setting}={theirs}, element {element} asks for {setting}={ours}; give both the same {setting} or another model-instance-id"
+)]
+pub struct Conflict {
+    pub id: String,
+    pub setting: &'static str,
+    pub owner: String,
+    pub theirs: String,
+    pub element: String,
+    pub ours: String,
 }
 
 /// What an element asks for when it starts.
@@ -235,14 +240,14 @@ pub fn attach(request: &Request) -> Result<Attached, EngineError> {
     engines.retain(|_, e| e.strong_count() > 0);
     if let Some(engine) = engines.get(id).and_then(Weak::upgrade) {
         if let Some((setting, theirs, ours)) = engine.settings.conflict(&request.settings) {
-            return Err(EngineError::Conflict {
+            return Err(EngineError::Conflict(Box::new(Conflict {
                 id: id.clone(),
                 setting,
                 owner: engine.owner.clone(),
                 theirs,
                 element: request.element.clone(),
                 ours,
-            });
+            })));
         }
         let spec = lock(&engine.shared.runner).describe_for(&request.overrides)?;
         let joined = Some(engine.owner.clone());
@@ -548,14 +553,14 @@ mod tests {
 
     #[test]
     fn conflict_message_names_both_elements_and_the_setting() {
-        let e = EngineError::Conflict {
+        let e = EngineError::Conflict(Box::new(Conflict {
             id: "lite0".into(),
             setting: "batch-size",
             owner: "cam0".into(),
             theirs: "8".into(),
             element: "cam1".into(),
             ours: "4".into(),
-        };
+        }));
         let m = e.to_string();
         for part in ["lite0", "cam0", "cam1", "batch-size=8", "batch-size=4"] {
             assert!(m.contains(part), "{m}");

@@ -176,7 +176,20 @@ fn flush_drops_the_pending_batch_cleanly() {
         &[("batch-size", "8"), ("batch-timeout", "10000")],
         RGB_64X48,
     );
-    for i in 0..3 {
+    // Two frames leave (batch-size 1 until the first flush would not test numbering).
+    h.push(rgb_frame(64, 48, RED, 0)).expect("push");
+    h.push_event(gst::event::CustomDownstream::new(
+        gst::Structure::new_empty("drain"),
+    ));
+    h.push(rgb_frame(64, 48, RED, 1)).expect("push");
+    h.push_event(gst::event::CustomDownstream::new(
+        gst::Structure::new_empty("drain"),
+    ));
+    let before: Vec<u64> = (0..2)
+        .map(|_| result(&h.pull().expect("pull")).frame)
+        .collect();
+    assert_eq!(before, [0, 1]);
+    for i in 2..5 {
         h.push(rgb_frame(64, 48, RED, i)).expect("push");
     }
     assert!(h.push_event(gst::event::FlushStart::new()));
@@ -205,7 +218,11 @@ fn flush_drops_the_pending_batch_cleanly() {
         "flushed frames are dropped, later ones arrive"
     );
     assert!(got.iter().all(|b| best(b) == "green"));
-    assert_eq!(result(&got[0]).frame, 0, "numbering restarts after a flush");
+    assert_eq!(
+        got.iter().map(|b| result(b).frame).collect::<Vec<_>>(),
+        [0, 1],
+        "numbering restarts after a flush"
+    );
 }
 
 #[test]
@@ -370,24 +387,26 @@ fn preprocessing_overrides_change_the_result() {
     assert_eq!(best(&h.pull().expect("pull")), "green");
 }
 
+/// The latency covers the batch wait and the inference: the batch timeout (batch > 1) plus
+/// two runs of a full batch, measured when the model was opened (so never just the timeout,
+/// and never 0 at batch-timeout=0).
 #[test]
-fn latency_query_adds_the_batch_timeout() {
-    let e = element(
-        "color3.onnx",
-        &[("batch-size", "4"), ("batch-timeout", "40")],
-    );
-    let mut h = Harness::with_element(&e, Some("sink"), Some("src"));
-    h.set_src_caps_str(RGB_64X48);
-    h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
-    h.play();
-    assert_eq!(h.query_latency(), Some(gst::ClockTime::from_mseconds(50)));
-
-    let e = element("color3.onnx", &[]);
-    let mut h = Harness::with_element(&e, Some("sink"), Some("src"));
-    h.set_src_caps_str(RGB_64X48);
-    h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
-    h.play();
-    assert_eq!(h.query_latency(), Some(gst::ClockTime::from_mseconds(10)));
+fn latency_query_adds_the_batch_timeout_and_the_inference_time() {
+    let latency = |props: &[(&str, &str)]| {
+        let e = element("color3.onnx", props);
+        let mut h = Harness::with_element(&e, Some("sink"), Some("src"));
+        h.set_src_caps_str(RGB_64X48);
+        h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
+        h.play();
+        h.query_latency().expect("latency")
+    };
+    let ms = gst::ClockTime::from_mseconds;
+    let batched = latency(&[("batch-size", "4"), ("batch-timeout", "40")]);
+    assert!(batched > ms(50) && batched < ms(1050), "{batched}");
+    let dynamic = latency(&[("batch-size", "4"), ("batch-timeout", "0")]);
+    assert!(dynamic > ms(10) && dynamic < ms(1010), "{dynamic}");
+    let single = latency(&[]);
+    assert!(single > ms(10) && single < ms(1010), "{single}");
 }
 
 #[test]
