@@ -101,6 +101,66 @@ impl BatchTensor {
 /// Identifies one attached stream.
 pub type LaneId = u64;
 
+/// Admission of frames into the engine: at most `limit` frames wait for a batch or are being
+/// preprocessed for one, across all streams, so the preprocessed tensors held (and the time a
+/// frame waits) do not grow with the number of cameras. Streams that find it full are
+/// admitted in the order they asked (first come, first served), so a fast camera cannot take
+/// every place that frees up from a slow one.
+#[derive(Debug)]
+pub struct Admission {
+    limit: usize,
+    /// Places given out whose frame is not submitted yet.
+    reserved: usize,
+    waiting: VecDeque<LaneId>,
+}
+
+impl Admission {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            reserved: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// `lane` asks for a place while `pending` frames wait in the plan. True: admitted (the
+    /// caller preprocesses, then [`Admission::submitted`] or [`Admission::returned`]).
+    /// False: it is (now) in line; ask again when something changed.
+    pub fn try_admit(&mut self, lane: LaneId, pending: usize) -> bool {
+        if !self.waiting.contains(&lane) {
+            self.waiting.push_back(lane);
+        }
+        let room = pending + self.reserved < self.limit;
+        if room && self.waiting.front() == Some(&lane) {
+            self.waiting.pop_front();
+            self.reserved += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `lane` stops asking (flushing, stopping).
+    pub fn cancel(&mut self, lane: LaneId) {
+        self.waiting.retain(|l| *l != lane);
+    }
+
+    /// An admitted frame went into the plan.
+    pub fn submitted(&mut self) {
+        self.reserved = self.reserved.saturating_sub(1);
+    }
+
+    /// An admitted frame was not submitted (preprocessing failed, flushing).
+    pub fn returned(&mut self) {
+        self.reserved = self.reserved.saturating_sub(1);
+    }
+
+    /// Streams waiting for a place.
+    pub fn in_line(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
 /// A frame waiting for inference.
 #[derive(Debug)]
 pub struct Job<J> {
@@ -332,6 +392,29 @@ mod tests {
         p.submit(1, "a0", t0);
         p.shut_down();
         assert!(matches!(p.next(t0), Next::Shutdown));
+    }
+
+    #[test]
+    fn admission_is_bounded_and_first_come_first_served() {
+        let mut a = Admission::new(2);
+        assert!(a.try_admit(1, 0));
+        assert!(a.try_admit(1, 0));
+        assert!(!a.try_admit(1, 0), "two places reserved");
+        assert!(!a.try_admit(2, 0), "stream 2 lines up behind stream 1");
+        assert_eq!(a.in_line(), 2);
+        a.submitted();
+        a.submitted();
+        // Both frames now wait in the plan: still full.
+        assert!(!a.try_admit(2, 2));
+        // One ran: stream 1 asked first, so the place is its, even if stream 2 asks first now.
+        assert!(!a.try_admit(2, 1));
+        assert!(a.try_admit(1, 1));
+        assert!(!a.try_admit(1, 1));
+        a.returned();
+        assert!(!a.try_admit(1, 1), "stream 2 is ahead of stream 1 now");
+        assert!(a.try_admit(2, 1));
+        a.cancel(1);
+        assert_eq!(a.in_line(), 0);
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! (an element without one gets a private engine of its own).
 //!
 //! Streams attach a [`Lane`](crate::lane::Lane) each: they preprocess on their own threads
-//! and [`Engine::submit`] the slots; the worker takes batches from the [`Plan`] (frames of any
+//! into slots from the engine's pool ([`Engine::acquire`]: at most 2 × batch-size frames are
+//! admitted at once across all streams, first come first served) and [`Engine::submit`] them;
+//! the worker takes batches from the [`Plan`] (frames of any
 //! stream, oldest first, full or after `batch-timeout`), copies the slots into the batch
 //! tensor, runs the session with no lock held, and delivers each frame's scores to its own
 //! lane. The engine never pushes downstream, so a stream whose downstream is blocked, paused
 //! or flushing cannot hold up the others.
 //!
-//! Lock order: the registry, then an engine's `plan`, `runner` or `stats` (never two of those
+//! Lock order: the registry, then an engine's `queue`, `runner` or `stats` (never two of those
 //! at once), then a lane's state (only through [`Deliver`]).
 
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::batch::{BatchTensor, LaneId, Next, Plan, Slot};
+use crate::batch::{Admission, BatchTensor, LaneId, Next, Plan, Slot};
 use crate::lane::{Deliver, Inferred};
 use crate::model::{InputType, ModelError, ModelSpec, Overrides, Runner, RunnerConfig};
 
@@ -170,6 +172,10 @@ pub struct EngineStats {
     pub streams: usize,
     /// Frames waiting for a batch now.
     pub queued: usize,
+    /// Streams waiting for a place in the engine now.
+    pub in_line: usize,
+    /// Preprocessed-frame tensors allocated (the pool never shrinks).
+    pub slots: usize,
 }
 
 impl EngineStats {
@@ -189,8 +195,18 @@ struct Pending {
     slot: Slot,
 }
 
+/// What the streams and the worker share under one lock.
+struct Queue {
+    plan: Plan<Pending>,
+    admission: Admission,
+    /// Slots not in use; slots are made on demand, so at most the admitted frames plus one
+    /// batch being copied exist.
+    spare: Vec<Slot>,
+    allocated: usize,
+}
+
 struct Shared {
-    plan: Mutex<Plan<Pending>>,
+    queue: Mutex<Queue>,
     cond: Condvar,
     runner: Mutex<Runner>,
     stats: Mutex<EngineStats>,
@@ -310,7 +326,12 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
     let run_estimate = started.elapsed();
 
     let shared = Arc::new(Shared {
-        plan: Mutex::new(Plan::new(batch_size, settings.timeout)),
+        queue: Mutex::new(Queue {
+            plan: Plan::new(batch_size, settings.timeout),
+            admission: Admission::new(batch_size.saturating_mul(2)),
+            spare: Vec::new(),
+            allocated: 0,
+        }),
         cond: Condvar::new(),
         runner: Mutex::new(runner),
         stats: Mutex::new(EngineStats::default()),
@@ -351,28 +372,40 @@ fn work(shared: &Shared, tensor: &mut BatchTensor, classes: usize) {
     let mut scores = Vec::new();
     loop {
         let jobs = {
-            let mut plan = lock(&shared.plan);
+            let mut queue = lock(&shared.queue);
             loop {
-                match plan.next(Instant::now()) {
+                match queue.plan.next(Instant::now()) {
                     Next::Run(jobs) => break jobs,
                     Next::Shutdown => return,
-                    Next::Wait => plan = shared.cond.wait(plan).unwrap_or_else(|e| e.into_inner()),
+                    Next::Wait => {
+                        queue = shared.cond.wait(queue).unwrap_or_else(|e| e.into_inner())
+                    }
                     Next::WaitUntil(deadline) => {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        plan = shared
+                        queue = shared
                             .cond
-                            .wait_timeout(plan, left)
+                            .wait_timeout(queue, left)
                             .unwrap_or_else(|e| e.into_inner())
                             .0;
                     }
                 }
             }
         };
+        // Places in the plan are free: streams may preprocess the next frames meanwhile.
+        shared.cond.notify_all();
         let n = jobs.len();
-        let gathered = jobs
-            .iter()
-            .enumerate()
-            .all(|(i, job)| tensor.put(i, &job.payload.slot));
+        let mut gathered = true;
+        let mut answers = Vec::with_capacity(n);
+        let mut slots = Vec::with_capacity(n);
+        for (i, job) in jobs.into_iter().enumerate() {
+            let Pending { lane, ticket, slot } = job.payload;
+            gathered &= tensor.put(i, &slot);
+            slots.push(slot);
+            answers.push((lane, ticket));
+        }
+        // The slots are copied: back to the pool before the run.
+        lock(&shared.queue).spare.extend(slots);
+        shared.cond.notify_all();
         let started = Instant::now();
         let run = if gathered {
             lock(&shared.runner)
@@ -390,8 +423,7 @@ fn work(shared: &Shared, tensor: &mut BatchTensor, classes: usize) {
             s.run_max = s.run_max.max(took);
             s.batches
         };
-        for (i, job) in jobs.into_iter().enumerate() {
-            let Pending { lane, ticket, slot } = job.payload;
+        for (i, (lane, ticket)) in answers.into_iter().enumerate() {
             let outcome = match &run {
                 Ok(()) => scores
                     .get(i * classes..(i + 1) * classes)
@@ -404,7 +436,7 @@ fn work(shared: &Shared, tensor: &mut BatchTensor, classes: usize) {
                     .ok_or_else(|| format!("the model gave no scores for image {i} of {n}")),
                 Err(e) => Err(e.clone()),
             };
-            lane.deliver(ticket, outcome, slot);
+            lane.deliver(ticket, outcome);
         }
     }
 }
@@ -416,10 +448,51 @@ impl Engine {
         self.next_lane.fetch_add(1, Ordering::SeqCst)
     }
 
-    /// The stream leaves: its waiting frames are dropped (their slots go back to it).
+    /// The stream leaves: its waiting frames are dropped.
     pub fn detach(&self, lane: &Arc<dyn Deliver>) {
         self.remove(lane);
         self.streams.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Waits for a place in the engine (first come, first served across streams) and returns
+    /// a slot to preprocess one frame into. `None` when the lane is flushing.
+    pub fn acquire(&self, lane: &Arc<dyn Deliver>) -> Option<Slot> {
+        let id = lane.id();
+        let mut queue = lock(&self.shared.queue);
+        loop {
+            if lane.is_flushing() {
+                queue.admission.cancel(id);
+                drop(queue);
+                self.shared.cond.notify_all();
+                return None;
+            }
+            let pending = queue.plan.queued();
+            if queue.admission.try_admit(id, pending) {
+                let slot = match queue.spare.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        queue.allocated += 1;
+                        Slot::new(self.input_type, self.slot_len)
+                    }
+                };
+                return Some(slot);
+            }
+            queue = self
+                .shared
+                .cond
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Gives back an admitted slot that will not be submitted (preprocessing failed or the
+    /// stream started flushing).
+    pub fn release(&self, slot: Slot) {
+        let mut queue = lock(&self.shared.queue);
+        queue.admission.returned();
+        queue.spare.push(slot);
+        drop(queue);
+        self.shared.cond.notify_all();
     }
 
     /// Hands over one preprocessed frame of `lane`, answered under `ticket`.
@@ -429,22 +502,25 @@ impl Engine {
             ticket,
             slot,
         };
-        lock(&self.shared.plan).submit(lane.id(), pending, Instant::now());
+        let mut queue = lock(&self.shared.queue);
+        queue.admission.submitted();
+        queue.plan.submit(lane.id(), pending, Instant::now());
+        drop(queue);
         self.shared.cond.notify_all();
     }
 
     /// The stream's waiting frames run now (a serialized event or query is behind them).
     pub fn hurry(&self, lane: LaneId) {
-        lock(&self.shared.plan).hurry(lane);
+        lock(&self.shared.queue).plan.hurry(lane);
         self.shared.cond.notify_all();
     }
 
-    /// Drops the stream's waiting frames (flush); their slots go back to the stream.
+    /// Drops the stream's waiting frames (flush) and wakes it if it waits for a place.
     pub fn remove(&self, lane: &Arc<dyn Deliver>) {
-        let gone = lock(&self.shared.plan).remove(lane.id());
-        if !gone.is_empty() {
-            lane.reclaim(gone.into_iter().map(|p| p.slot).collect());
-        }
+        let mut queue = lock(&self.shared.queue);
+        let gone = queue.plan.remove(lane.id());
+        queue.spare.extend(gone.into_iter().map(|p| p.slot));
+        drop(queue);
         self.shared.cond.notify_all();
     }
 
@@ -479,14 +555,17 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let mut s = lock(&self.shared.stats).clone();
         s.streams = self.streams.load(Ordering::SeqCst);
-        s.queued = lock(&self.shared.plan).queued();
+        let queue = lock(&self.shared.queue);
+        s.queued = queue.plan.queued();
+        s.in_line = queue.admission.in_line();
+        s.slots = queue.allocated;
         s
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        lock(&self.shared.plan).shut_down();
+        lock(&self.shared.queue).plan.shut_down();
         self.shared.cond.notify_all();
         if let Some(worker) = lock(&self.worker).take() {
             let _ = worker.join();

@@ -9,15 +9,14 @@
 //! paused or flushing stream holds up only itself.
 //!
 //! The number of frames to classify that are queued is bounded (`capacity`): the streaming
-//! thread waits for a free place (back-pressure), and the slots they are preprocessed into are
-//! reused from a small per-stream pool.
+//! thread waits for a free place (back-pressure). The tensors frames are preprocessed into
+//! belong to the engine's pool, not to the lane.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::batch::{LaneId, Slot};
-use crate::model::InputType;
+use crate::batch::LaneId;
 
 /// Buffers an element may hold with `capacity` frames to classify queued and
 /// `interval - 1` reused frames behind each: what upstream pools must allow on top of their
@@ -48,9 +47,9 @@ pub type Outcome = Result<Inferred, String>;
 /// does not know the stream's buffer and event types).
 pub trait Deliver: Send + Sync {
     fn id(&self) -> LaneId;
-    fn deliver(&self, ticket: u64, outcome: Outcome, slot: Slot);
-    /// Gives back the slots of frames the engine dropped before running them.
-    fn reclaim(&self, slots: Vec<Slot>);
+    fn deliver(&self, ticket: u64, outcome: Outcome);
+    /// The stream is flushing or stopping: it must not wait for the engine.
+    fn is_flushing(&self) -> bool;
 }
 
 /// An item the src pad task takes, in arrival order.
@@ -73,7 +72,6 @@ enum Item<T, E> {
 struct State<T, E> {
     queue: VecDeque<Item<T, E>>,
     answers: HashMap<u64, Outcome>,
-    spare: Vec<Slot>,
     /// Frames with a ticket in `queue`.
     classified_queued: usize,
     next_ticket: u64,
@@ -85,29 +83,24 @@ struct State<T, E> {
     busy: bool,
 }
 
-/// A stream's ordered queue and slot pool, shared by its two threads and the engine.
+/// A stream's ordered queue, shared by its two threads and the engine.
 #[derive(Debug)]
 pub struct Lane<T, E> {
     id: LaneId,
     capacity: usize,
-    slot_kind: InputType,
-    slot_len: usize,
     state: Mutex<State<T, E>>,
     cond: Condvar,
 }
 
 impl<T, E> Lane<T, E> {
     /// `capacity`: frames to classify that may be queued at once (at least 1).
-    pub fn new(id: LaneId, capacity: usize, slot_kind: InputType, slot_len: usize) -> Self {
+    pub fn new(id: LaneId, capacity: usize) -> Self {
         Self {
             id,
             capacity: capacity.max(1),
-            slot_kind,
-            slot_len,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 answers: HashMap::new(),
-                spare: Vec::new(),
                 classified_queued: 0,
                 next_ticket: 0,
                 flushing: false,
@@ -134,25 +127,18 @@ impl<T, E> Lane<T, E> {
 
     // ---- streaming thread ----------------------------------------------------------------
 
-    /// Waits for a free place and returns a slot to preprocess into; `None` when flushing.
-    pub fn acquire(&self) -> Option<Slot> {
+    /// Waits until one more frame to classify may be queued; false when flushing.
+    pub fn reserve(&self) -> bool {
         let mut s = self.lock();
         loop {
             if s.flushing {
-                return None;
+                return false;
             }
             if s.classified_queued < self.capacity {
-                let slot = s.spare.pop();
-                drop(s);
-                return Some(slot.unwrap_or_else(|| Slot::new(self.slot_kind, self.slot_len)));
+                return true;
             }
             s = self.wait(s);
         }
-    }
-
-    /// Gives back a slot that was not submitted (preprocessing failed).
-    pub fn release(&self, slot: Slot) {
-        self.lock().spare.push(slot);
     }
 
     /// Queues a frame to classify; returns its ticket, under which its slot goes to the
@@ -290,11 +276,6 @@ impl<T, E> Lane<T, E> {
     pub fn queued(&self) -> usize {
         self.lock().queue.len()
     }
-
-    /// Slots allocated for this stream so far (the pool only grows up to the capacity).
-    pub fn slots_in_pool(&self) -> usize {
-        self.lock().spare.len()
-    }
 }
 
 impl<T: Send, E: Send> Deliver for Lane<T, E> {
@@ -302,9 +283,8 @@ impl<T: Send, E: Send> Deliver for Lane<T, E> {
         self.id
     }
 
-    fn deliver(&self, ticket: u64, outcome: Outcome, slot: Slot) {
+    fn deliver(&self, ticket: u64, outcome: Outcome) {
         let mut s = self.lock();
-        s.spare.push(slot);
         // A frame flushed meanwhile has no ticket in the queue any more: its answer is dropped.
         let wanted = s
             .queue
@@ -317,9 +297,8 @@ impl<T: Send, E: Send> Deliver for Lane<T, E> {
         self.cond.notify_all();
     }
 
-    fn reclaim(&self, slots: Vec<Slot>) {
-        self.lock().spare.extend(slots);
-        self.cond.notify_all();
+    fn is_flushing(&self) -> bool {
+        self.lock().flushing
     }
 }
 
@@ -331,7 +310,7 @@ mod tests {
     type TestLane = Lane<u32, &'static str>;
 
     fn lane(capacity: usize) -> TestLane {
-        Lane::new(1, capacity, InputType::F32, 2)
+        Lane::new(1, capacity)
     }
 
     fn answer(fill: usize) -> Outcome {
@@ -368,19 +347,17 @@ mod tests {
     #[test]
     fn answers_out_of_order_leave_in_arrival_order() {
         let l = lane(4);
-        let slot = l.acquire().expect("slot");
-        assert_eq!(slot.len(), 2);
+        assert!(l.reserve());
         let t0 = l.push_classified(0).expect("queued");
         l.push_reuse(1).expect("queued");
         let t2 = l.push_classified(2).expect("queued");
         l.push_event("eos").expect("queued");
-        l.deliver(t2, answer(2), Slot::new(InputType::F32, 2));
-        l.deliver(t0, answer(1), slot);
+        l.deliver(t2, answer(2));
+        l.deliver(t0, answer(1));
         assert_eq!(
             [take(&l), take(&l), take(&l), take(&l)],
             ["c0:1", "r1", "c2:2", "e:eos"]
         );
-        assert_eq!(l.slots_in_pool(), 2, "both slots came back");
         assert!(l.drain());
     }
 
@@ -388,15 +365,15 @@ mod tests {
     fn capacity_bounds_the_frames_to_classify() {
         let l = Arc::new(lane(2));
         for i in 0..2 {
-            let _ = l.acquire().expect("slot");
+            assert!(l.reserve());
             l.push_classified(i).expect("queued");
         }
         let waiter = {
             let l = l.clone();
-            std::thread::spawn(move || l.acquire().is_some())
+            std::thread::spawn(move || l.reserve())
         };
         // The waiter can only get a place once the front frame has been taken.
-        l.deliver(0, answer(1), Slot::new(InputType::F32, 2));
+        l.deliver(0, answer(1));
         assert_eq!(take(&l), "c0:1");
         assert!(waiter.join().expect("thread"));
     }
@@ -408,17 +385,17 @@ mod tests {
         l.push_event("tag").expect("queued");
         l.set_flushing(true);
         assert!(l.next().is_none());
-        assert!(l.acquire().is_none());
+        assert!(l.is_flushing());
+        assert!(!l.reserve());
         assert_eq!(l.push_reuse(3), Err(3));
         assert_eq!(l.push_event("x"), Err("x"));
         assert!(!l.drain());
         l.set_flushing(false);
-        // The engine answers the flushed frame late: dropped, its slot kept.
-        l.deliver(t, answer(1), Slot::new(InputType::F32, 2));
-        assert_eq!(l.slots_in_pool(), 1);
+        // The engine answers the flushed frame late: dropped.
+        l.deliver(t, answer(1));
         assert_eq!(l.queued(), 0);
         let t = l.push_classified(8).expect("queued");
-        l.deliver(t, Err("boom".into()), Slot::new(InputType::F32, 2));
+        l.deliver(t, Err("boom".into()));
         assert_eq!(take(&l), "c8:boom");
     }
 
@@ -456,32 +433,28 @@ mod tests {
             })
         };
         // An "engine" answering in reverse order of every pair of submissions.
-        let mut pending: Vec<(u64, Slot)> = Vec::new();
+        let mut pending: Vec<u64> = Vec::new();
         for i in 0..500u32 {
             if i % 3 == 1 {
                 l.push_reuse(i).expect("queued");
                 continue;
             }
-            let slot = l.acquire().expect("slot");
+            assert!(l.reserve());
             let t = l.push_classified(i).expect("queued");
-            pending.push((t, slot));
+            pending.push(t);
             if pending.len() == 2 {
-                for (t, s) in pending.drain(..).rev() {
-                    l.deliver(t, answer(2), s);
+                for t in pending.drain(..).rev() {
+                    l.deliver(t, answer(2));
                 }
             }
         }
-        for (t, s) in pending.drain(..) {
-            l.deliver(t, answer(1), s);
+        for t in pending.drain(..) {
+            l.deliver(t, answer(1));
         }
         l.push_event("eos").expect("queued");
         assert_eq!(
             consumer.join().expect("thread"),
             (0..500).collect::<Vec<_>>()
-        );
-        assert!(
-            l.slots_in_pool() <= 3,
-            "the pool never grows past the capacity"
         );
     }
 }

@@ -283,6 +283,10 @@ fn a_stalled_camera_and_a_blocked_one_do_not_hold_up_the_others() {
     let blocked = pipeline.by_name("blocked").expect("element");
     let s = blocked.property::<gst::Structure>("stats");
     assert_eq!(s.get::<u64>("engine-streams").expect("field"), 3);
+    // Preprocessed tensors: at most 2 x batch-size admitted plus one batch being copied,
+    // however many frames went through.
+    let slots = s.get::<u64>("engine-slots").expect("field");
+    assert!((1..=12).contains(&slots), "{slots} slots");
     {
         let (open, cond) = &*gate;
         *open.lock().expect("gate") = true;

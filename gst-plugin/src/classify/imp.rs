@@ -221,8 +221,15 @@ impl VisionClassify {
             return *lock(&self.flow);
         }
 
-        // Waits while this stream has its capacity of frames in the engine: back-pressure.
-        let mut slot = run.lane.acquire().ok_or(gst::FlowError::Flushing)?;
+        // Back-pressure: waits while this stream has its capacity of frames queued, then for
+        // a place in the engine (shared with the other streams, first come first served).
+        if !run.lane.reserve() {
+            return Err(gst::FlowError::Flushing);
+        }
+        let mut slot = run
+            .engine
+            .acquire(&run.deliver)
+            .ok_or(gst::FlowError::Flushing)?;
         let result = {
             let mut stream = lock(&self.stream);
             match stream.as_mut() {
@@ -247,7 +254,7 @@ impl VisionClassify {
             }
         };
         if let Err(reason) = result {
-            run.lane.release(slot);
+            run.engine.release(slot);
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
@@ -255,11 +262,13 @@ impl VisionClassify {
             );
             return Err(gst::FlowError::Error);
         }
-        let ticket = run
-            .lane
-            .push_classified(buffer)
-            .map_err(|_| gst::FlowError::Flushing)?;
-        run.engine.submit(&run.deliver, ticket, slot);
+        match run.lane.push_classified(buffer) {
+            Ok(ticket) => run.engine.submit(&run.deliver, ticket, slot),
+            Err(_) => {
+                run.engine.release(slot);
+                return Err(gst::FlowError::Flushing);
+            }
+        }
         *lock(&self.flow)
     }
 
@@ -571,6 +580,8 @@ impl VisionClassify {
             .field("engine-frames", engine.frames)
             .field("engine-mean-fill", engine.mean_fill())
             .field("engine-queued", engine.queued as u64)
+            .field("engine-waiting-streams", engine.in_line as u64)
+            .field("engine-slots", engine.slots as u64)
             .build()
     }
 
@@ -678,12 +689,7 @@ impl VisionClassify {
 
         // Room for one batch waiting and one being filled while another runs.
         let capacity = engine.batch_size().saturating_mul(2).max(2);
-        let lane = Arc::new(FrameLane::new(
-            engine.attach_lane(),
-            capacity,
-            engine.input_type(),
-            engine.slot_len(),
-        ));
+        let lane = Arc::new(FrameLane::new(engine.attach_lane(), capacity));
         let deliver: Arc<dyn Deliver> = lane.clone();
         *lock(&self.stream) = Some(Stream {
             preprocessor: Preprocessor::new(spec.slot, spec.normalize, spec.resize),
@@ -1022,7 +1028,7 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Read-only. This stream: frames, classified, batches (runs that held its frames), mean-inference-ms, max-inference-ms, fps, queued. Its engine (all streams sharing it): engine-id, engine-streams, engine-batches, engine-frames, engine-mean-fill (frames per run), engine-queued (frames waiting for a batch)")
+                    .blurb("Read-only. This stream: frames, classified, batches (runs that held its frames), mean-inference-ms, max-inference-ms, fps, queued. Its engine (all streams sharing it): engine-id, engine-streams, engine-batches, engine-frames, engine-mean-fill (frames per run), engine-queued (frames waiting for a batch), engine-waiting-streams (streams waiting for a place: at most 2 x batch-size frames are admitted at once), engine-slots (preprocessed-frame tensors allocated)")
                     .read_only()
                     .build(),
             ]
