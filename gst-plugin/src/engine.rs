@@ -11,8 +11,8 @@
 //! lane. The engine never pushes downstream, so a stream whose downstream is blocked, paused
 //! or flushing cannot hold up the others.
 //!
-//! Lock order: the registry, then an engine's `queue`, `runner` or `stats` (never two of those
-//! at once), then a lane's state (only through [`Deliver`]).
+//! Lock order: the registry, then an engine's `queue`, one of its `runners` or `stats` (never
+//! two of those at once), then a lane's state (only through [`Deliver`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,6 +31,8 @@ pub struct EngineSettings {
     pub runner: RunnerConfig,
     pub batch_size: usize,
     pub timeout: Duration,
+    /// Batches run at once, each on a session of its own (at least 1).
+    pub workers: usize,
 }
 
 impl EngineSettings {
@@ -43,7 +45,7 @@ impl EngineSettings {
                 (a.model.canonicalize(), b.model.canonicalize()),
                 (Ok(x), Ok(y)) if x == y
             );
-        let pairs: [(&'static str, bool, String, String); 9] = [
+        let pairs: [(&'static str, bool, String, String); 10] = [
             (
                 "model",
                 same_model,
@@ -97,6 +99,12 @@ impl EngineSettings {
                 self.timeout == other.timeout,
                 self.timeout.as_millis().to_string(),
                 other.timeout.as_millis().to_string(),
+            ),
+            (
+                "inference-workers",
+                self.workers == other.workers,
+                self.workers.to_string(),
+                other.workers.to_string(),
             ),
         ];
         pairs
@@ -208,7 +216,8 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     cond: Condvar,
-    runner: Mutex<Runner>,
+    /// One session per worker; worker `i` runs on `runners[i]` only.
+    runners: Vec<Mutex<Runner>>,
     stats: Mutex<EngineStats>,
 }
 
@@ -223,7 +232,7 @@ pub struct Engine {
     owner: String,
     settings: EngineSettings,
     shared: Arc<Shared>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
     input_type: InputType,
     slot_len: usize,
     /// One full-batch run, measured at opening (after a warm-up run).
@@ -265,7 +274,12 @@ pub fn attach(request: &Request) -> Result<Attached, EngineError> {
                 ours,
             })));
         }
-        let spec = lock(&engine.shared.runner).describe_for(&request.overrides)?;
+        let first = engine
+            .shared
+            .runners
+            .first()
+            .ok_or_else(|| EngineError::Thread("the engine has no session".to_string()))?;
+        let spec = lock(first).describe_for(&request.overrides)?;
         let joined = Some(engine.owner.clone());
         return Ok(Attached {
             engine,
@@ -307,7 +321,7 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
         batch: capacity,
         slot_len,
     };
-    let mut tensor = BatchTensor::new(spec.input_type, slot_len, capacity).ok_or_else(too_large)?;
+    let tensor = BatchTensor::new(spec.input_type, slot_len, capacity).ok_or_else(too_large)?;
 
     // Warm-up: the first run allocates and (on GPUs) picks kernels; the second is what a
     // batch costs, which the latency query reports. A model that fails here never streams.
@@ -325,34 +339,62 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
         .map_err(first_run)?;
     let run_estimate = started.elapsed();
 
+    // More workers: more sessions of the same model, so batches run side by side.
+    let workers = settings.workers.max(1);
+    let mut runners = vec![Mutex::new(runner)];
+    let mut tensors = vec![tensor];
+    for _ in 1..workers {
+        let mut more = Runner::open(&settings.runner, &request.overrides)?.runner;
+        if more.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
+            more.pad_batches_to(batch_size);
+        }
+        let t = BatchTensor::new(spec.input_type, slot_len, capacity).ok_or_else(too_large)?;
+        more.run(t.input(), batch_size, &mut scores)
+            .map_err(first_run)?;
+        runners.push(Mutex::new(more));
+        tensors.push(t);
+    }
+
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             plan: Plan::new(batch_size, settings.timeout),
-            admission: Admission::new(batch_size.saturating_mul(2)),
+            // One batch waiting per worker besides the one each runs.
+            admission: Admission::new(batch_size.saturating_mul(workers + 1)),
             spare: Vec::new(),
             allocated: 0,
         }),
         cond: Condvar::new(),
-        runner: Mutex::new(runner),
+        runners,
         stats: Mutex::new(EngineStats::default()),
     });
-    let worker = {
-        let shared = shared.clone();
+    let mut handles = Vec::with_capacity(workers);
+    for (index, mut tensor) in tensors.into_iter().enumerate() {
+        let for_worker = shared.clone();
         let classes = spec.num_classes;
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(format!(
-                "vc-engine-{}",
+                "vc-engine-{}-{index}",
                 request.instance_id.as_deref().unwrap_or(&request.element)
             ))
-            .spawn(move || work(&shared, &mut tensor, classes))
-            .map_err(|e| EngineError::Thread(e.to_string()))?
-    };
+            .spawn(move || work(&for_worker, index, &mut tensor, classes));
+        match handle {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                lock(&shared.queue).plan.shut_down();
+                shared.cond.notify_all();
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(EngineError::Thread(e.to_string()));
+            }
+        }
+    }
     let engine = Arc::new(Engine {
         id: request.instance_id.clone(),
         owner: request.element.clone(),
         settings,
         shared,
-        worker: Mutex::new(Some(worker)),
+        workers: Mutex::new(handles),
         input_type: spec.input_type,
         slot_len,
         run_estimate,
@@ -368,7 +410,10 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
 }
 
 /// The worker thread: batches from the plan, runs, answers.
-fn work(shared: &Shared, tensor: &mut BatchTensor, classes: usize) {
+fn work(shared: &Shared, index: usize, tensor: &mut BatchTensor, classes: usize) {
+    let Some(runner) = shared.runners.get(index) else {
+        return;
+    };
     let mut scores = Vec::new();
     loop {
         let jobs = {
@@ -408,7 +453,7 @@ fn work(shared: &Shared, tensor: &mut BatchTensor, classes: usize) {
         shared.cond.notify_all();
         let started = Instant::now();
         let run = if gathered {
-            lock(&shared.runner)
+            lock(runner)
                 .run(tensor.input(), n, &mut scores)
                 .map_err(|e| e.to_string())
         } else {
@@ -567,7 +612,7 @@ impl Drop for Engine {
     fn drop(&mut self) {
         lock(&self.shared.queue).plan.shut_down();
         self.shared.cond.notify_all();
-        if let Some(worker) = lock(&self.worker).take() {
+        for worker in lock(&self.workers).drain(..) {
             let _ = worker.join();
         }
     }
@@ -586,6 +631,7 @@ mod tests {
             },
             batch_size: batch,
             timeout: Duration::from_millis(50),
+            workers: 1,
         }
     }
 

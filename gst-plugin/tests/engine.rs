@@ -131,6 +131,43 @@ fn three_streams_fill_shared_batches_and_each_gets_its_own_frames_in_order() {
 }
 
 #[test]
+fn two_workers_run_batches_side_by_side_and_each_stream_keeps_its_order() {
+    let props = [
+        ("model-instance-id", "two-workers"),
+        ("inference-workers", "2"),
+        ("batch-size", "2"),
+        ("batch-timeout", "0"),
+    ];
+    let mut a = harness("workers-a", &props);
+    let mut b = harness("workers-b", &props);
+    let pattern = [RED, GREEN, BLUE];
+    let names = ["red", "green", "blue"];
+    for i in 0..30u64 {
+        a.push(frame(pattern[i as usize % 3], i)).expect("push");
+        b.push(frame(pattern[(i as usize + 1) % 3], i))
+            .expect("push");
+    }
+    for h in [&mut a, &mut b] {
+        assert!(h.push_event(gst::event::Eos::new()));
+    }
+    for (h, shift) in [(&mut a, 0), (&mut b, 1)] {
+        let got = summary(&pull_until_eos(h));
+        let want: Vec<(u64, String, u64)> = (0..30u64)
+            .map(|i| (33 * i, names[(i as usize + shift) % 3].to_string(), i))
+            .collect();
+        assert_eq!(
+            got.into_iter().map(|g| (g.0, g.1, g.2)).collect::<Vec<_>>(),
+            want
+        );
+    }
+    assert_eq!(
+        stats(&a).get::<u64>("engine-frames").expect("field"),
+        60,
+        "both streams on one engine"
+    );
+}
+
+#[test]
 fn eos_on_one_stream_drains_it_while_the_other_goes_on() {
     let props = [
         ("model-instance-id", "eos"),

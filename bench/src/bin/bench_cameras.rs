@@ -32,6 +32,7 @@ usage: bench_cameras [options]
   --frames N            frames per camera per run (default 60)
   --threads T           ONNX Runtime intra-op threads of every session (default 1)
   --batch-timeout MS    visionclassify batch-timeout (default 50)
+  --shared-workers K    inference-workers of the shared engine (default 1; private engines 1 each)
   --rounds R            interleaved repetitions, medians reported (default 3)
   --ort-library PATH    libonnxruntime.so (default: $ORT_DYLIB_PATH, else the project's .deps)
   --json PATH           also write the results as JSON";
@@ -44,6 +45,7 @@ struct Args {
     frames: usize,
     threads: usize,
     timeout_ms: u32,
+    shared_workers: usize,
     rounds: usize,
     json: Option<PathBuf>,
     /// Internal: run one measurement (`shared`, `private` or `bare`) with N cameras.
@@ -63,6 +65,7 @@ impl Args {
             frames: 60,
             threads: 1,
             timeout_ms: 50,
+            shared_workers: 1,
             rounds: 3,
             json: None,
             child: None,
@@ -90,6 +93,7 @@ impl Args {
                 "--frames" => a.frames = value.parse().with_context(bad)?,
                 "--threads" => a.threads = value.parse().with_context(bad)?,
                 "--batch-timeout" => a.timeout_ms = value.parse().with_context(bad)?,
+                "--shared-workers" => a.shared_workers = value.parse().with_context(bad)?,
                 "--rounds" => a.rounds = value.parse().with_context(bad)?,
                 "--json" => a.json = Some(value.into()),
                 "--child" => {
@@ -215,6 +219,7 @@ fn run_pipeline(args: &Args, n: usize, shared: bool) -> Result<Measure> {
             .build()?;
         if shared {
             classify.set_property("model-instance-id", "bench");
+            classify.set_property("inference-workers", args.shared_workers.max(1) as u32);
         }
         let sink = gst::ElementFactory::make("fakesink")
             .property("sync", false)
@@ -393,6 +398,7 @@ fn spawn(args: &Args, mode: &str, n: usize) -> Result<Measure> {
         .args(["--frames", &args.frames.to_string()])
         .args(["--threads", &args.threads.to_string()])
         .args(["--batch-timeout", &args.timeout_ms.to_string()])
+        .args(["--shared-workers", &args.shared_workers.to_string()])
         .args(["--child", &format!("{mode}:{n}")])
         .output()?;
     if !out.status.success() {
@@ -456,7 +462,7 @@ fn main() -> Result<()> {
     };
     println!();
     println!(
-        "{} cameras of 1080p RGB, {} frames each, model {}, {} ORT thread(s) per session, batch-size = cameras, batch-timeout {} ms, median of {} rounds",
+        "{} cameras of 1080p RGB, {} frames each, model {}, {} ORT thread(s) per session (0 = ORT's default), shared engine with {} inference worker(s), batch-size = cameras, batch-timeout {} ms, median of {} rounds",
         args.cameras
             .iter()
             .map(ToString::to_string)
@@ -465,6 +471,7 @@ fn main() -> Result<()> {
         args.frames,
         args.model.display(),
         args.threads,
+        args.shared_workers,
         args.timeout_ms,
         args.rounds
     );

@@ -54,6 +54,7 @@ struct Settings {
     trt_cache_dir: Option<PathBuf>,
     batch_size: u32,
     batch_timeout_ms: u32,
+    inference_workers: u32,
     inference_interval: u32,
     top_k: u32,
     threshold: f64,
@@ -81,6 +82,7 @@ impl Default for Settings {
             trt_cache_dir: None,
             batch_size: 1,
             batch_timeout_ms: 50,
+            inference_workers: 1,
             inference_interval: 1,
             top_k: 1,
             threshold: 0.0,
@@ -140,6 +142,7 @@ impl Settings {
             },
             batch_size: self.batch_size.max(1) as usize,
             timeout: Duration::from_millis(self.batch_timeout_ms.into()),
+            workers: self.inference_workers.max(1) as usize,
         }
     }
 }
@@ -900,7 +903,7 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecString::builder("model-instance-id")
                     .nick("Model instance id")
-                    .blurb("Share one inference engine (one ONNX Runtime session, one worker, one batch) with every visionclassify of this process that has the same id: frames of all their streams fill the same batches, oldest first. The first element to start opens it; the others must give the same model, execution-provider, device-id, strict-provider, threads, trt-fp16, trt-cache-dir, batch-size and batch-timeout, or fail to start. Unset: a private engine")
+                    .blurb("Share one inference engine (one ONNX Runtime session, one worker, one batch) with every visionclassify of this process that has the same id: frames of all their streams fill the same batches, oldest first. The first element to start opens it; the others must give the same model, execution-provider, device-id, strict-provider, threads, trt-fp16, trt-cache-dir, batch-size, batch-timeout and inference-workers, or fail to start. Unset: a private engine")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("labels-file")
@@ -961,6 +964,14 @@ impl ObjectImpl for VisionClassify {
                     .nick("Batch timeout (ms)")
                     .blurb("Longest time in milliseconds the oldest frame of a partial batch waits for more frames; 0 runs whatever is queued as soon as the model is free. The latency query reports it (when batch-size > 1) plus twice the time of one batch, measured when the model is opened")
                     .default_value(50)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("inference-workers")
+                    .nick("Inference workers")
+                    .blurb("Batches run at the same time, each on an ONNX Runtime session of its own (of the same model): like Triton's instance count. On a CPU, N workers with threads=1 keep N cores busy without intra-op threads waiting on each other; each worker costs one session's memory. An engine setting: equal on every element sharing a model-instance-id")
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(1)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("inference-interval")
@@ -1058,6 +1069,7 @@ impl ObjectImpl for VisionClassify {
             "trt-cache-dir" => s.trt_cache_dir = path_from(value),
             "batch-size" => s.batch_size = value.get().unwrap_or(1),
             "batch-timeout" => s.batch_timeout_ms = value.get().unwrap_or(50),
+            "inference-workers" => s.inference_workers = value.get().unwrap_or(1),
             "inference-interval" => s.inference_interval = value.get().unwrap_or(1),
             "top-k" => s.top_k = value.get().unwrap_or(1),
             "threshold" => s.threshold = value.get().unwrap_or(0.0),
@@ -1103,6 +1115,7 @@ impl ObjectImpl for VisionClassify {
             "trt-cache-dir" => path_value(&s.trt_cache_dir).to_value(),
             "batch-size" => s.batch_size.to_value(),
             "batch-timeout" => s.batch_timeout_ms.to_value(),
+            "inference-workers" => s.inference_workers.to_value(),
             "inference-interval" => s.inference_interval.to_value(),
             "top-k" => s.top_k.to_value(),
             "threshold" => s.threshold.to_value(),
