@@ -32,6 +32,7 @@ usage: bench_cameras [options]
   --frames N            frames per camera per run (default 60)
   --threads T           ONNX Runtime intra-op threads of every session (default 1)
   --batch-timeout MS    visionclassify batch-timeout (default 50)
+  --batch B             batch-size of every engine (default: the number of cameras)
   --shared-workers K    inference-workers of the shared engine (default 1; private engines 1 each)
   --rounds R            interleaved repetitions, medians reported (default 3)
   --ort-library PATH    libonnxruntime.so (default: $ORT_DYLIB_PATH, else the project's .deps)
@@ -46,6 +47,8 @@ struct Args {
     threads: usize,
     timeout_ms: u32,
     shared_workers: usize,
+    /// Fixed batch-size; `None`: the number of cameras.
+    batch: Option<usize>,
     rounds: usize,
     json: Option<PathBuf>,
     /// Internal: run one measurement (`shared`, `private` or `bare`) with N cameras.
@@ -66,6 +69,7 @@ impl Args {
             threads: 1,
             timeout_ms: 50,
             shared_workers: 1,
+            batch: None,
             rounds: 3,
             json: None,
             child: None,
@@ -94,6 +98,7 @@ impl Args {
                 "--threads" => a.threads = value.parse().with_context(bad)?,
                 "--batch-timeout" => a.timeout_ms = value.parse().with_context(bad)?,
                 "--shared-workers" => a.shared_workers = value.parse().with_context(bad)?,
+                "--batch" => a.batch = Some(value.parse().with_context(bad)?),
                 "--rounds" => a.rounds = value.parse().with_context(bad)?,
                 "--json" => a.json = Some(value.into()),
                 "--child" => {
@@ -214,7 +219,7 @@ fn run_pipeline(args: &Args, n: usize, shared: bool) -> Result<Measure> {
             .property("model", args.model.to_string_lossy().as_ref())
             .property("ort-library", args.ort_library.to_string_lossy().as_ref())
             .property("threads", args.threads as u32)
-            .property("batch-size", n as u32)
+            .property("batch-size", args.batch.unwrap_or(n) as u32)
             .property("batch-timeout", args.timeout_ms)
             .build()?;
         if shared {
@@ -320,7 +325,8 @@ fn run_pipeline(args: &Args, n: usize, shared: bool) -> Result<Measure> {
 
 /// The bare session at batch N on a pre-filled tensor, and the element's preprocessing of one
 /// frame measured alone on this thread.
-fn run_bare(args: &Args, n: usize) -> Result<Measure> {
+fn run_bare(args: &Args, cameras: usize) -> Result<Measure> {
+    let n = args.batch.unwrap_or(cameras);
     let config = RunnerConfig {
         model: args.model.clone(),
         ort_library: Some(args.ort_library.clone()),
@@ -352,7 +358,7 @@ fn run_bare(args: &Args, n: usize) -> Result<Measure> {
     for _ in 0..2 {
         runner.run(BatchInput::F32(&tensor), n, &mut scores)?;
     }
-    let images = n * args.frames;
+    let images = cameras * args.frames;
     let mut lat = Vec::new();
     let started = Instant::now();
     let mut done = 0;
@@ -399,6 +405,7 @@ fn spawn(args: &Args, mode: &str, n: usize) -> Result<Measure> {
         .args(["--threads", &args.threads.to_string()])
         .args(["--batch-timeout", &args.timeout_ms.to_string()])
         .args(["--shared-workers", &args.shared_workers.to_string()])
+        .args(args.batch.map(|b| ["--batch".to_string(), b.to_string()]).into_iter().flatten())
         .args(["--child", &format!("{mode}:{n}")])
         .output()?;
     if !out.status.success() {
@@ -462,7 +469,7 @@ fn main() -> Result<()> {
     };
     println!();
     println!(
-        "{} cameras of 1080p RGB, {} frames each, model {}, {} ORT thread(s) per session (0 = ORT's default), shared engine with {} inference worker(s), batch-size = cameras, batch-timeout {} ms, median of {} rounds",
+        "{} cameras of 1080p RGB, {} frames each, model {}, {} ORT thread(s) per session (0 = ORT's default), shared engine with {} inference worker(s), batch-size {}, batch-timeout {} ms, median of {} rounds",
         args.cameras
             .iter()
             .map(ToString::to_string)
@@ -472,12 +479,13 @@ fn main() -> Result<()> {
         args.model.display(),
         args.threads,
         args.shared_workers,
+        args.batch.map_or("= cameras".to_string(), |b| b.to_string()),
         args.timeout_ms,
         args.rounds
     );
     println!();
     println!(
-        "| cameras | shared fps (per camera) | private fps (per camera) | shared / private | bare fps @N | bound fps (bare + prep) | shared / bound | mean fill shared / private | p50 / p95 ms shared | p50 / p95 ms private | peak RSS MiB shared / private |"
+        "| cameras | shared fps (per camera) | private fps (per camera) | shared / private | bare fps @batch | bound fps (bare + prep) | shared / bound | mean fill shared / private | p50 / p95 ms shared | p50 / p95 ms private | peak RSS MiB shared / private |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json = Vec::new();
