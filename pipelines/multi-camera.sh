@@ -2,26 +2,30 @@
 # Classify several cameras (RTSP URLs, video files, any URI) at once, in one process; print one
 # bus message per classified frame, from the element named after its camera: cam0, cam1, ...
 #
-#   pipelines/multi-camera.sh [--model FILE] [--broker URI] SOURCE [SOURCE ...] [PROPERTY=VALUE ...]
+#   pipelines/multi-camera.sh [--model FILE] [--broker URI] [--private-engines]
+#                             SOURCE [SOURCE ...] [PROPERTY=VALUE ...]
 #
-#   SOURCE           rtsp://camera/stream, a video file, or any URI uridecodebin reads
-#   --model FILE     ONNX classifier (default: tests/data/color3.onnx)
-#   --broker URI     also publish each camera's results with visionpublish to this MQTT broker,
-#                    sensor-id camN, topic vision/camN/classifications
-#   PROPERTY=VALUE   more visionclassify properties for every camera, e.g. batch-size=4
-#   THREADS=T        environment: ONNX Runtime threads per camera (default 1)
-#   FRAMES=N         environment: stop each camera after N frames (default: until it ends)
+#   SOURCE             rtsp://camera/stream, a video file, or any URI uridecodebin reads
+#   --model FILE       ONNX classifier (default: tests/data/color3.onnx)
+#   --broker URI       also publish each camera's results with visionpublish to this MQTT
+#                      broker, sensor-id camN, topic vision/camN/classifications
+#   --private-engines  one ONNX Runtime session per camera (the old behaviour) instead of one
+#                      engine shared by all cameras
+#   PROPERTY=VALUE     more visionclassify properties for every camera, e.g. batch-size=4
+#   THREADS=T          environment: ONNX Runtime threads per session (default 1)
+#   FRAMES=N           environment: stop each camera after N frames (default: until it ends)
 #
-# One visionclassify per camera, each with its own ONNX Runtime session on the same model
-# file: results stay tied to their camera, and a slow camera never holds up another. Batching
-# is along time within a camera (batch-size, batch-timeout), not across cameras (see
-# pipelines/README.md for why, and what that costs).
+# One visionclassify per camera, all with model-instance-id=multi-camera: one shared engine
+# (one session, one inference thread), whose batches take frames of every camera (batch-size,
+# batch-timeout), while each camera's results stay on its own element and pad and a slow
+# camera never holds up another (see pipelines/README.md).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 MODEL="$ROOT/tests/data/color3.onnx"
 BROKER=""
+PRIVATE=0
 SOURCES=()
 PROPS=()
 while [ $# -gt 0 ]; do
@@ -29,6 +33,7 @@ while [ $# -gt 0 ]; do
     -h|--help) usage ;;
     --model) MODEL="${2:?--model needs a file}"; shift 2 ;;
     --broker) BROKER="${2:?--broker needs a URI}"; shift 2 ;;
+    --private-engines) PRIVATE=1; shift ;;
     *://*) SOURCES+=("$1"); shift ;;
     *=*) PROPS+=("$1"); shift ;;
     *)
@@ -39,18 +44,21 @@ done
 [ "${#SOURCES[@]}" -gt 0 ] || usage
 export GST_PLUGIN_PATH="${GST_PLUGIN_PATH:-$ROOT/target/release}"
 
+ENGINE=(model-instance-id=multi-camera)
+[ "$PRIVATE" = 0 ] || ENGINE=()
 PIPELINE=()
 for i in "${!SOURCES[@]}"; do
   PIPELINE+=(uridecodebin uri="${SOURCES[$i]}" !)
   # eos-after=K ends at the K-th buffer: N + 1 lets N frames through.
   [ -z "${FRAMES:-}" ] || PIPELINE+=(identity eos-after="$((FRAMES + 1))" !)
   PIPELINE+=(videoconvert ! visionclassify name="cam$i" model="$MODEL" threads="${THREADS:-1}"
-             post-messages=true "${PROPS[@]}" !)
+             "${ENGINE[@]}" post-messages=true "${PROPS[@]}" !)
   [ -z "$BROKER" ] || PIPELINE+=(visionpublish broker="$BROKER" sensor-id="cam$i" !)
   PIPELINE+=(fakesink)
 done
 
-echo "multi-camera: ${#SOURCES[@]} cameras, model $MODEL"
+if [ "$PRIVATE" = 0 ]; then ENGINES="one shared engine"; else ENGINES="one engine per camera"; fi
+echo "multi-camera: ${#SOURCES[@]} cameras, model $MODEL, $ENGINES"
 for i in "${!SOURCES[@]}"; do echo "  cam$i  ${SOURCES[$i]}"; done
 set +e
 gst-launch-1.0 -m -e "${PIPELINE[@]}" \
