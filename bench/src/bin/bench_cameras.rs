@@ -405,7 +405,12 @@ fn spawn(args: &Args, mode: &str, n: usize) -> Result<Measure> {
         .args(["--threads", &args.threads.to_string()])
         .args(["--batch-timeout", &args.timeout_ms.to_string()])
         .args(["--shared-workers", &args.shared_workers.to_string()])
-        .args(args.batch.map(|b| ["--batch".to_string(), b.to_string()]).into_iter().flatten())
+        .args(
+            args.batch
+                .map(|b| ["--batch".to_string(), b.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .args(["--child", &format!("{mode}:{n}")])
         .output()?;
     if !out.status.success() {
@@ -479,7 +484,8 @@ fn main() -> Result<()> {
         args.model.display(),
         args.threads,
         args.shared_workers,
-        args.batch.map_or("= cameras".to_string(), |b| b.to_string()),
+        args.batch
+            .map_or("= cameras".to_string(), |b| b.to_string()),
         args.timeout_ms,
         args.rounds
     );
