@@ -3,6 +3,10 @@
 
     source ! videoconvert ! visionclassify ... ! visionpublish ... ! fakesink
 
+With SOURCE_URIS, one such branch per camera in one pipeline, every visionclassify on one shared
+inference engine (model-instance-id=MODEL_INSTANCE_ID: one ONNX Runtime session, batches that take
+frames of every camera), each branch with its own visionpublish and sensor id.
+
 The pipeline is printed in gst-launch-1.0 syntax at start. File sources loop (LOOP=1), like a
 camera that never ends. A probe on the sink's pad rewrites HEARTBEAT_FILE at most once a second
 while frames get through; docker/gateway/healthcheck.sh fails when it is older than
@@ -14,6 +18,12 @@ Environment (defaults in brackets):
   SOURCE_URI          file:///x.webm, /x.webm, rtsp://..., http(s)://..., videotestsrc[:PATTERN]
                       [file:///opt/vision/media/photos.webm]
   SOURCE_PIPELINE     a gst-launch source fragment instead (e.g. "v4l2src ! video/x-raw,width=640")
+  SOURCE_URIS         several cameras in this one container: URIs or absolute paths as for
+                      SOURCE_URI, separated by spaces or commas (overrides SOURCE_URI)
+  SENSOR_IDS          with SOURCE_URIS: one sensor id per camera, same separators
+                      [SENSOR_ID-1, SENSOR_ID-2, ...]; each camera's spool is SPOOL_DIR/<sensor id>
+  MODEL_INSTANCE_ID   with SOURCE_URIS: the shared engine's id [gateway]; BATCH_SIZE then batches
+                      across cameras (e.g. the number of cameras)
   LOOP                1: restart file sources at their end [1 for files, else 0]
   SYNC                1: play at the stream's own rate [1 for files, 0 for live sources]
   RTSP_LATENCY        rtspsrc jitter buffer, ms [200]
@@ -89,12 +99,17 @@ def q(value):
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def source_fragment():
+def split_list(value):
+    return [v for v in value.replace(",", " ").split() if v]
+
+
+def source_fragment(uri=None, name="src", var="SOURCE_URI"):
     """The source part of the pipeline and whether it is a live source."""
-    custom = env("SOURCE_PIPELINE")
+    custom = env("SOURCE_PIPELINE") if uri is None else None
     if custom:
         return custom, True, False
-    uri = env("SOURCE_URI", "file:///opt/vision/media/photos.webm")
+    if uri is None:
+        uri = env("SOURCE_URI", "file:///opt/vision/media/photos.webm")
     if uri == "videotestsrc" or uri.startswith("videotestsrc:"):
         pattern = uri.partition(":")[2] or "smpte"
         rate = env_number("TEST_FRAMERATE") or "10"
@@ -102,22 +117,22 @@ def source_fragment():
                 f"! video/x-raw,width=640,height=480,framerate={rate}/1"), True, False
     if "://" not in uri:
         if not os.path.isabs(uri):
-            raise SettingError(f"SOURCE_URI={uri!r}: expected a URI or an absolute path")
+            raise SettingError(f"{var}={uri!r}: expected a URI or an absolute path")
         uri = Gst.filename_to_uri(uri)
     scheme = uri.split("://", 1)[0].lower()
     if scheme == "file":
         path = Gst.uri_get_location(uri)
         if not os.access(path, os.R_OK):
-            raise SettingError(f"SOURCE_URI={uri!r}: {path} is not a readable file")
+            raise SettingError(f"{var}={uri!r}: {path} is not a readable file")
     # The video stream is linked on; other streams (audio) are left unlinked, which demuxers
     # and rtspsrc tolerate. (expose-all-streams=false would be neater, but then decodebin
     # 1.26 gives up on RTSP H.264 before trying a decoder: "no suitable plugins found".)
-    fragment = f"uridecodebin name=src uri={q(uri)} caps=video/x-raw"
+    fragment = f"uridecodebin name={name} uri={q(uri)} caps=video/x-raw"
     live = scheme in ("rtsp", "rtsps", "rtspt", "rtmp", "udp", "srt")
     return fragment, live, scheme == "file"
 
 
-def classify_fragment():
+def classify_fragment(name="classify", instance_id=None):
     model = env("MODEL", "/opt/vision/models/efficientnet-lite0.onnx")
     if not os.access(model, os.R_OK):
         raise SettingError(f"MODEL={model!r} is not a readable file")
@@ -144,12 +159,16 @@ def classify_fragment():
         props.append("trt-fp16=true")
     if env("TRT_CACHE_DIR"):
         props.append(f"trt-cache-dir={q(env('TRT_CACHE_DIR'))}")
+    if instance_id:
+        props.append(f"model-instance-id={q(instance_id)}")
     props += shlex.split(env("CLASSIFY_PROPERTIES", ""))
-    return "visionclassify name=classify " + " ".join(props)
+    return f"visionclassify name={name} " + " ".join(props)
 
 
-def publish_fragment():
-    sensor = env("SENSOR_ID", socket.gethostname())
+def publish_fragment(name="publish", sensor=None, per_camera=False):
+    """visionpublish; with `per_camera`, the camera's own spool folder and client id."""
+    if sensor is None:
+        sensor = env("SENSOR_ID", socket.gethostname())
     props = [f"broker={q(env('BROKER', 'mqtt://mosquitto:1883'))}", f"sensor-id={q(sensor)}"]
     for var, prop in (("TOPIC", "topic"), ("STATUS_TOPIC", "status-topic"), ("HEALTH_TOPIC", "health-topic"),
                       ("MODE", "mode"), ("TAGS", "tags"), ("CLIENT_ID", "client-id"),
@@ -157,6 +176,10 @@ def publish_fragment():
                       ("CA_FILE", "ca-file"), ("CLIENT_CERT", "client-cert"), ("CLIENT_KEY", "client-key"),
                       ("SPOOL_DIR", "spool-dir")):
         value = env(var)
+        if value is not None and per_camera and var == "SPOOL_DIR":
+            value = os.path.join(value, sensor.replace("/", "_"))
+        if value is not None and per_camera and var == "CLIENT_ID":
+            value = f"{value}-{sensor}"
         if value is not None:
             props.append(f"{prop}={q(value)}")
     for var, prop, kind in (("MQTT_QOS", "mqtt-qos", int), ("HEALTH_INTERVAL", "health-interval", int),
@@ -168,11 +191,33 @@ def publish_fragment():
     if env("MQTT_PASSWORD"):
         props.append("password-env=MQTT_PASSWORD")
     props += shlex.split(env("PUBLISH_PROPERTIES", ""))
-    return "visionpublish name=publish " + " ".join(props)
+    return f"visionpublish name={name} " + " ".join(props)
+
+
+def cameras_description(sync):
+    """One branch per SOURCE_URIS entry; returns (description, loop default, names)."""
+    uris = split_list(env("SOURCE_URIS", ""))
+    base = env("SENSOR_ID", socket.gethostname())
+    sensors = split_list(env("SENSOR_IDS", "")) or [f"{base}-{i + 1}" for i in range(len(uris))]
+    if len(sensors) != len(uris):
+        raise SettingError(f"SENSOR_IDS has {len(sensors)} ids for {len(uris)} SOURCE_URIS")
+    if len(set(sensors)) != len(sensors):
+        raise SettingError(f"SENSOR_IDS={env('SENSOR_IDS')!r}: the ids must differ")
+    instance = env("MODEL_INSTANCE_ID", "gateway")
+    branches, lives, files = [], [], []
+    for i, (uri, sensor) in enumerate(zip(uris, sensors)):
+        source, live, is_file = source_fragment(uri, f"src{i}", "SOURCE_URIS")
+        lives.append(live)
+        files.append(is_file)
+        camera_sync = env_bool("SYNC", not live) if sync is None else sync
+        branches.append(f"{source} ! videoconvert ! {classify_fragment(f'classify{i}', instance)} "
+                        f"! {publish_fragment(f'publish{i}', sensor, per_camera=True)} "
+                        f"! fakesink name=sink{i} sync={'true' if camera_sync else 'false'}")
+    return "  ".join(branches), all(files), len(uris)
 
 
 class Gateway:
-    def __init__(self, description, loop_source, heartbeat, stats_interval):
+    def __init__(self, description, loop_source, heartbeat, stats_interval, cameras=0):
         self.pipeline = Gst.parse_launch(description)
         self.loop_source = loop_source
         self.heartbeat = heartbeat
@@ -183,13 +228,18 @@ class Gateway:
         self.loops = 0
         self.last_beat = 0.0
         self.started = time.monotonic()
-        self.publish = self.pipeline.get_by_name("publish")
-        self.classify = self.pipeline.get_by_name("classify")
-        src = self.pipeline.get_by_name("src")
-        if src is not None:
-            src.connect("source-setup", self.on_source_setup)
-        sink = self.pipeline.get_by_name("sink")
-        sink.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self.on_buffer)
+        # One camera: elements named src, classify, publish, sink; with SOURCE_URIS, src0, ...
+        suffixes = [str(i) for i in range(cameras)] if cameras else [""]
+        by = self.pipeline.get_by_name
+        self.publishers = [e for e in (by(f"publish{x}") for x in suffixes) if e is not None]
+        self.classifiers = [e for e in (by(f"classify{x}") for x in suffixes) if e is not None]
+        self.camera_frames = [0] * len(suffixes)
+        for x in suffixes:
+            src = by(f"src{x}")
+            if src is not None:
+                src.connect("source-setup", self.on_source_setup)
+        for i, x in enumerate(suffixes):
+            by(f"sink{x}").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self.on_buffer, i)
         bus = self.pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message", self.on_message)
@@ -204,8 +254,9 @@ class Gateway:
             source.set_property("latency", int(env("RTSP_LATENCY", "200")))
             Gst.util_set_object_arg(source, "protocols", env("RTSP_PROTOCOLS", "tcp"))
 
-    def on_buffer(self, _pad, _info):
+    def on_buffer(self, _pad, _info, camera):
         self.frames += 1
+        self.camera_frames[camera] += 1
         now = time.time()
         if now - self.last_beat >= 1.0:
             self.last_beat = now
@@ -213,8 +264,11 @@ class Gateway:
         return Gst.PadProbeReturn.OK
 
     def write_heartbeat(self, now):
+        stats = [p.get_property("stats").to_string() for p in self.publishers]
         beat = {"time": now, "frames": self.frames, "loops": self.loops,
-                "publish": self.publish.get_property("stats").to_string() if self.publish else None}
+                "publish": stats[0] if len(stats) == 1 else stats}
+        if len(self.camera_frames) > 1:
+            beat["camera_frames"] = self.camera_frames
         partial = f"{self.heartbeat}.{os.getpid()}"
         try:
             with open(partial, "w") as f:
@@ -225,8 +279,8 @@ class Gateway:
 
     def log_stats(self):
         up = time.monotonic() - self.started
-        classify = self.classify.get_property("stats").to_string() if self.classify else ""
-        publish = self.publish.get_property("stats").to_string() if self.publish else ""
+        classify = "; ".join(c.get_property("stats").to_string() for c in self.classifiers)
+        publish = "; ".join(p.get_property("stats").to_string() for p in self.publishers)
         print(f"[gateway] {up:.0f} s, {self.frames} frames, {self.loops} loops; {classify}; {publish}", flush=True)
         return True
 
@@ -270,7 +324,8 @@ class Gateway:
         # a file source (and loops by segment seeks) would never pass an EOS sent upstream of
         # it on. From there the last partial batch is classified and published, then the sink
         # posts EOS; upstream sees EOS as the flow return of its next push and stops.
-        self.classify.get_static_pad("sink").send_event(Gst.Event.new_eos())
+        for classify in self.classifiers:
+            classify.get_static_pad("sink").send_event(Gst.Event.new_eos())
         GLib.timeout_add_seconds(10, self.main.quit)  # a stuck source must not block the stop
         return True
 
@@ -308,18 +363,25 @@ def main():
         print(__doc__)
         return 0
     try:
-        source, live, is_file = source_fragment()
-        loop_source = env_bool("LOOP", is_file)
-        sync = env_bool("SYNC", not live)
-        description = (f"{source} ! videoconvert ! {classify_fragment()} ! {publish_fragment()} "
-                       f"! fakesink name=sink sync={'true' if sync else 'false'}")
+        cameras = 0
+        if env("SOURCE_URIS"):
+            # A file camera's loop restarts every branch together (one pipeline-wide seek).
+            description, all_files, cameras = cameras_description(None)
+            loop_source = env_bool("LOOP", all_files)
+        else:
+            source, live, is_file = source_fragment()
+            loop_source = env_bool("LOOP", is_file)
+            sync = env_bool("SYNC", not live)
+            description = (f"{source} ! videoconvert ! {classify_fragment()} ! {publish_fragment()} "
+                           f"! fakesink name=sink sync={'true' if sync else 'false'}")
         stats_interval = int(env_number("STATS_INTERVAL") or "30")
     except SettingError as e:
         print(f"[gateway] bad setting: {e}", file=sys.stderr, flush=True)
         return 2
     print(f"[gateway] gst-launch-1.0 {description}", flush=True)
     try:
-        gateway = Gateway(description, loop_source, env("HEARTBEAT_FILE", "/tmp/vision-heartbeat"), stats_interval)
+        gateway = Gateway(description, loop_source, env("HEARTBEAT_FILE", "/tmp/vision-heartbeat"), stats_interval,
+                          cameras)
     except GLib.Error as e:
         print(f"[gateway] cannot build the pipeline: {e.message}", file=sys.stderr, flush=True)
         return 2
