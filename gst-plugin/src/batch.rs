@@ -8,7 +8,9 @@
 //! - when the oldest job has waited `timeout` (0: as soon as the worker is free, i.e. dynamic
 //!   batching);
 //! - at once when a stream asks for its jobs to be hurried (EOS, caps, a drain query), so one
-//!   stream's serialized event never waits for the timeout nor for other streams.
+//!   stream's serialized event never waits for the timeout nor for other streams. A hurry
+//!   seals the jobs waiting at that moment: they run without the jobs that come after, as the
+//!   partial batch is handed over before the event.
 //!
 //! Fairness is oldest-first: a batch takes the jobs that arrived first, whatever stream they
 //! come from, so a frame waits only behind frames that arrived before it. Each stream can
@@ -16,7 +18,7 @@
 //! camera fills batches in proportion to its rate and can never push a slow camera's frame
 //! back. Time is an argument, so all of it is tested with a fake clock.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::model::{BatchInput, InputType};
@@ -188,8 +190,9 @@ pub struct Plan<J> {
     batch_size: usize,
     timeout: Duration,
     pending: VecDeque<Job<J>>,
-    /// Streams whose waiting jobs must run now.
-    hurried: HashSet<LaneId>,
+    /// Hurries, oldest first: (jobs from the front that arrived before it, the stream that
+    /// asked). Those jobs run without waiting, and without the jobs that came after.
+    cuts: VecDeque<(usize, LaneId)>,
     shutdown: bool,
 }
 
@@ -199,7 +202,7 @@ impl<J> Plan<J> {
             batch_size: batch_size.max(1),
             timeout,
             pending: VecDeque::new(),
-            hurried: HashSet::new(),
+            cuts: VecDeque::new(),
             shutdown: false,
         }
     }
@@ -220,14 +223,25 @@ impl<J> Plan<J> {
     /// The stream's waiting jobs go in the next batch without waiting for the timeout
     /// (a serialized event or query is behind them).
     pub fn hurry(&mut self, lane: LaneId) {
-        if self.pending.iter().any(|j| j.lane == lane) {
-            self.hurried.insert(lane);
+        let at = self.pending.len();
+        if self.pending.iter().any(|j| j.lane == lane) && !self.cuts.contains(&(at, lane)) {
+            self.cuts.push_back((at, lane));
         }
     }
 
     /// Takes the stream's waiting jobs out of the plan (flush, stop): they will not run.
     pub fn remove(&mut self, lane: LaneId) -> Vec<J> {
-        self.hurried.remove(&lane);
+        // Each other stream's hurry keeps its place among the jobs that stay.
+        let pending = &self.pending;
+        let kept_before = |at: usize| pending.iter().take(at).filter(|j| j.lane != lane).count();
+        let cuts: VecDeque<_> = self
+            .cuts
+            .iter()
+            .filter(|(_, by)| *by != lane)
+            .map(|&(at, by)| (kept_before(at), by))
+            .filter(|(at, _)| *at > 0)
+            .collect();
+        self.cuts = cuts;
         let (gone, kept): (VecDeque<_>, VecDeque<_>) =
             self.pending.drain(..).partition(|j| j.lane == lane);
         self.pending = kept;
@@ -254,19 +268,23 @@ impl<J> Plan<J> {
             return Next::Shutdown;
         }
         let Some(oldest) = self.pending.front().map(|j| j.arrived) else {
-            self.hurried.clear();
+            self.cuts.clear();
             return Next::Wait;
         };
         let deadline = oldest + self.timeout;
-        let due = self.pending.len() >= self.batch_size || !self.hurried.is_empty();
-        if !due && now < deadline {
+        let full = self.pending.len() >= self.batch_size;
+        let n = if full || now >= deadline {
+            self.pending.len().min(self.batch_size)
+        } else if let Some(&(at, _)) = self.cuts.front() {
+            at.min(self.batch_size)
+        } else {
             return Next::WaitUntil(deadline);
-        }
-        let n = self.pending.len().min(self.batch_size);
+        };
         let jobs: Vec<Job<J>> = self.pending.drain(..n).collect();
-        let pending = &self.pending;
-        self.hurried
-            .retain(|lane| pending.iter().any(|j| j.lane == *lane));
+        for cut in self.cuts.iter_mut() {
+            cut.0 = cut.0.saturating_sub(n);
+        }
+        self.cuts.retain(|(at, _)| *at > 0);
         Next::Run(jobs)
     }
 }
@@ -340,6 +358,38 @@ mod tests {
             matches!(p.next(ms(t0, 4)), Next::WaitUntil(_)),
             "the hurry ended with the batch that took stream 1's frames"
         );
+    }
+
+    #[test]
+    fn a_hurry_seals_the_batch_frames_after_it_wait() {
+        let t0 = Instant::now();
+        let mut p = Plan::new(8, Duration::from_secs(10));
+        p.submit(1, "a0", t0);
+        p.submit(1, "a1", t0);
+        p.hurry(1); // caps: the two frames before it go now
+        p.submit(1, "a2", t0);
+        p.submit(2, "b0", t0);
+        assert_eq!(run(&mut p, t0), [(1, "a0"), (1, "a1")]);
+        assert!(matches!(p.next(t0), Next::WaitUntil(_)));
+        p.hurry(2);
+        p.submit(2, "b1", t0);
+        assert_eq!(run(&mut p, t0), [(1, "a2"), (2, "b0")]);
+        assert!(matches!(p.next(t0), Next::WaitUntil(_)));
+    }
+
+    #[test]
+    fn hurries_before_the_worker_wakes_keep_their_own_batches() {
+        let t0 = Instant::now();
+        let mut p = Plan::new(8, Duration::from_secs(10));
+        p.submit(1, "a0", t0);
+        p.submit(1, "a1", t0);
+        p.hurry(1); // caps
+        p.hurry(1); // segment: nothing new before it
+        p.submit(1, "a2", t0);
+        p.hurry(1); // EOS
+        assert_eq!(run(&mut p, t0), [(1, "a0"), (1, "a1")]);
+        assert_eq!(run(&mut p, t0), [(1, "a2")]);
+        assert!(matches!(p.next(t0), Next::Wait));
     }
 
     #[test]

@@ -45,73 +45,39 @@ impl EngineSettings {
                 (a.model.canonicalize(), b.model.canonicalize()),
                 (Ok(x), Ok(y)) if x == y
             );
-        let pairs: [(&'static str, bool, String, String); 10] = [
+        let model = (!same_model).then(|| {
             (
                 "model",
-                same_model,
                 a.model.display().to_string(),
                 b.model.display().to_string(),
-            ),
-            (
-                "execution-provider",
-                a.provider == b.provider,
-                format!("{:?}", a.provider),
-                format!("{:?}", b.provider),
-            ),
-            (
-                "device-id",
-                a.device_id == b.device_id,
-                a.device_id.to_string(),
-                b.device_id.to_string(),
-            ),
-            (
-                "strict-provider",
-                a.strict_provider == b.strict_provider,
-                a.strict_provider.to_string(),
-                b.strict_provider.to_string(),
-            ),
-            (
-                "threads",
-                a.threads == b.threads,
-                a.threads.to_string(),
-                b.threads.to_string(),
-            ),
-            (
-                "trt-fp16",
-                a.trt_fp16 == b.trt_fp16,
-                a.trt_fp16.to_string(),
-                b.trt_fp16.to_string(),
-            ),
-            (
-                "trt-cache-dir",
-                a.trt_cache_dir == b.trt_cache_dir,
-                format!("{:?}", a.trt_cache_dir),
-                format!("{:?}", b.trt_cache_dir),
-            ),
-            (
-                "batch-size",
-                self.batch_size == other.batch_size,
-                self.batch_size.to_string(),
-                other.batch_size.to_string(),
-            ),
-            (
-                "batch-timeout",
-                self.timeout == other.timeout,
-                self.timeout.as_millis().to_string(),
-                other.timeout.as_millis().to_string(),
-            ),
-            (
-                "inference-workers",
-                self.workers == other.workers,
-                self.workers.to_string(),
-                other.workers.to_string(),
-            ),
-        ];
-        pairs
-            .into_iter()
-            .find(|(_, same, _, _)| !same)
-            .map(|(name, _, mine, theirs)| (name, mine, theirs))
+            )
+        });
+        model
+            .or_else(|| {
+                let name = |p: &crate::model::Provider| format!("{p:?}").to_lowercase();
+                differ("execution-provider", &name(&a.provider), &name(&b.provider))
+            })
+            .or_else(|| differ("device-id", &a.device_id, &b.device_id))
+            .or_else(|| differ("strict-provider", &a.strict_provider, &b.strict_provider))
+            .or_else(|| differ("threads", &a.threads, &b.threads))
+            .or_else(|| differ("trt-fp16", &a.trt_fp16, &b.trt_fp16))
+            .or_else(|| differ("trt-cache-dir", &a.trt_cache_dir, &b.trt_cache_dir))
+            .or_else(|| differ("batch-size", &self.batch_size, &other.batch_size))
+            .or_else(|| {
+                let (x, y) = (self.timeout.as_millis(), other.timeout.as_millis());
+                differ("batch-timeout", &x, &y)
+            })
+            .or_else(|| differ("inference-workers", &self.workers, &other.workers))
     }
+}
+
+/// `Some((name, a, b))` when `a` and `b` differ.
+fn differ<T: PartialEq + std::fmt::Debug>(
+    name: &'static str,
+    a: &T,
+    b: &T,
+) -> Option<(&'static str, String, String)> {
+    (a != b).then(|| (name, format!("{a:?}"), format!("{b:?}")))
 }
 
 #[derive(Debug, thiserror::Error)]

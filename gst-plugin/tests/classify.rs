@@ -8,7 +8,7 @@ mod support;
 use gst::prelude::*;
 use gst_check::Harness;
 use gstvision::meta::{self, FrameResult};
-use support::plugin::{data, init, ort_library};
+use support::plugin::{data, init, ort_library, start_error_of};
 
 fn element(model: &str, props: &[(&str, &str)]) -> gst::Element {
     init();
@@ -470,10 +470,6 @@ fn stats_count_frames_and_batches() {
 /// Runs a pipeline to PAUSED and returns the error message the element posted.
 fn start_error(model: Option<&str>, props: &[(&str, &str)]) -> String {
     init();
-    let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("videotestsrc")
-        .build()
-        .expect("src");
     let e = gst::ElementFactory::make("visionclassify")
         .property("ort-library", ort_library())
         .build()
@@ -484,20 +480,7 @@ fn start_error(model: Option<&str>, props: &[(&str, &str)]) -> String {
     for (k, v) in props {
         e.set_property_from_str(k, v);
     }
-    let sink = gst::ElementFactory::make("fakesink").build().expect("sink");
-    pipeline.add_many([&src, &e, &sink]).expect("add");
-    gst::Element::link_many([&src, &e, &sink]).expect("link");
-    let res = pipeline.set_state(gst::State::Paused);
-    let bus = pipeline.bus().expect("bus");
-    let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
-        .expect("an error message");
-    let _ = pipeline.set_state(gst::State::Null);
-    assert!(res.is_err(), "state change must fail");
-    match msg.view() {
-        gst::MessageView::Error(err) => err.error().to_string(),
-        _ => unreachable!(),
-    }
+    start_error_of(&e)
 }
 
 #[test]

@@ -13,7 +13,7 @@ mod support;
 use gst::prelude::*;
 use gst_check::Harness;
 use gstvision::meta::{self, FrameResult};
-use support::plugin::{data, init, ort_library};
+use support::plugin::{data, init, ort_library, start_error_of};
 
 const RGB_32: &str = "video/x-raw,format=RGB,width=32,height=32,framerate=30/1";
 const RED: [u8; 3] = [220, 20, 30];
@@ -335,26 +335,7 @@ fn a_stalled_camera_and_a_blocked_one_do_not_hold_up_the_others() {
 /// Starts a second element on an engine another element holds; returns the error text.
 fn second_element_error(first: &[(&str, &str)], second: &[(&str, &str)]) -> String {
     let _h = harness("first-cam", first);
-    let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("videotestsrc")
-        .build()
-        .expect("src");
-    let e = element("second-cam", second);
-    let sink = gst::ElementFactory::make("fakesink").build().expect("sink");
-    pipeline.add_many([&src, &e, &sink]).expect("add");
-    gst::Element::link_many([&src, &e, &sink]).expect("link");
-    let res = pipeline.set_state(gst::State::Paused);
-    let msg = pipeline
-        .bus()
-        .expect("bus")
-        .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
-        .expect("an error message");
-    let _ = pipeline.set_state(gst::State::Null);
-    assert!(res.is_err(), "the second element must fail to start");
-    match msg.view() {
-        gst::MessageView::Error(err) => err.error().to_string(),
-        _ => unreachable!(),
-    }
+    start_error_of(&element("second-cam", second))
 }
 
 #[test]
