@@ -11,18 +11,19 @@
 #                      broker, sensor-id camN, topic vision/camN/classifications
 #   --private-engines  one ONNX Runtime session per camera (the old behaviour) instead of one
 #                      engine shared by all cameras
-#   PROPERTY=VALUE     more visionclassify properties for every camera, e.g. batch-size=4
+#   PROPERTY=VALUE     more visionclassify properties, the same for every camera (batch-size and
+#                      batch-timeout belong to the shared engine), e.g. batch-size=<cameras>
 #   THREADS=T          environment: ONNX Runtime threads per session (default 1)
 #   FRAMES=N           environment: stop each camera after N frames (default: until it ends)
 #
 # One visionclassify per camera, all with model-instance-id=multi-camera: one shared engine
-# (one session, one inference thread), whose batches take frames of every camera (batch-size,
-# batch-timeout), while each camera's results stay on its own element and pad and a slow
-# camera never holds up another (see pipelines/README.md).
+# (one session, one inference thread) whose batches take frames of every camera (with
+# batch-size=<cameras>, mostly one frame of each); each camera's results stay on its own
+# element and pad, and a slow camera never holds up another (see pipelines/README.md).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 MODEL="$ROOT/tests/data/color3.onnx"
 BROKER=""
 PRIVATE=0

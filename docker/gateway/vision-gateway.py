@@ -8,11 +8,14 @@ inference engine (model-instance-id=MODEL_INSTANCE_ID: one ONNX Runtime session,
 frames of every camera), each branch with its own visionpublish and sensor id.
 
 The pipeline is printed in gst-launch-1.0 syntax at start. File sources loop (LOOP=1), like a
-camera that never ends. A probe on the sink's pad rewrites HEARTBEAT_FILE at most once a second
-while frames get through; docker/gateway/healthcheck.sh fails when it is older than
-HEALTH_MAX_AGE seconds. SIGTERM/SIGINT send end-of-stream, so visionpublish sends what it holds
-and its `offline` status before the process exits. Exit status: 0 after end of stream, 1 on a
-pipeline error, 2 on a bad setting.
+camera that never ends; with SOURCE_URIS each file camera loops on its own (a segment seek into
+its branch when its segment ends), so files of different lengths do not wait for each other. A
+probe on the sink's pad rewrites HEARTBEAT_FILE at most once a second while frames get through
+(with SOURCE_URIS: only once every camera has passed a frame since the last rewrite, so one
+stalled camera makes the gateway unhealthy); docker/gateway/healthcheck.sh fails when it is
+older than HEALTH_MAX_AGE seconds. SIGTERM/SIGINT send end-of-stream (into every camera's
+visionclassify), so visionpublish sends what it holds and its `offline` status before the
+process exits. Exit status: 0 after end of stream, 1 on a pipeline error, 2 on a bad setting.
 
 Environment (defaults in brackets):
   SOURCE_URI          file:///x.webm, /x.webm, rtsp://..., http(s)://..., videotestsrc[:PATTERN]
@@ -24,7 +27,8 @@ Environment (defaults in brackets):
                       [SENSOR_ID-1, SENSOR_ID-2, ...]; each camera's spool is SPOOL_DIR/<sensor id>
   MODEL_INSTANCE_ID   with SOURCE_URIS: the shared engine's id [gateway]; BATCH_SIZE then batches
                       across cameras (e.g. the number of cameras)
-  LOOP                1: restart file sources at their end [1 for files, else 0]
+  LOOP                1: restart file sources at their end [1 for files, else 0; with
+                      SOURCE_URIS: 1 when every camera is a file, and only then allowed]
   SYNC                1: play at the stream's own rate [1 for files, 0 for live sources]
   RTSP_LATENCY        rtspsrc jitter buffer, ms [200]
   RTSP_PROTOCOLS      rtspsrc lower transports, e.g. tcp, udp, udp+tcp [tcp]
@@ -55,6 +59,7 @@ import shlex
 import signal
 import socket
 import sys
+import threading
 import time
 
 import gi
@@ -195,8 +200,10 @@ def publish_fragment(name="publish", sensor=None, per_camera=False):
 
 
 def cameras_description(sync):
-    """One branch per SOURCE_URIS entry; returns (description, loop default, names)."""
+    """One branch per SOURCE_URIS entry; returns (description, whether all are files, cameras)."""
     uris = split_list(env("SOURCE_URIS", ""))
+    if not uris:
+        raise SettingError(f"SOURCE_URIS={env('SOURCE_URIS')!r}: no camera in it")
     base = env("SENSOR_ID", socket.gethostname())
     sensors = split_list(env("SENSOR_IDS", "")) or [f"{base}-{i + 1}" for i in range(len(uris))]
     if len(sensors) != len(uris):
@@ -221,6 +228,8 @@ class Gateway:
         self.pipeline = Gst.parse_launch(description)
         self.loop_source = loop_source
         self.heartbeat = heartbeat
+        self.cameras = cameras
+        self.lock = threading.Lock()  # the sink probes of several cameras run in their own threads
         self.main = GLib.MainLoop()
         self.status = 0
         self.stopping = False
@@ -233,13 +242,22 @@ class Gateway:
         by = self.pipeline.get_by_name
         self.publishers = [e for e in (by(f"publish{x}") for x in suffixes) if e is not None]
         self.classifiers = [e for e in (by(f"classify{x}") for x in suffixes) if e is not None]
+        self.sinks = [by(f"sink{x}") for x in suffixes]
         self.camera_frames = [0] * len(suffixes)
+        self.camera_loops = [0] * len(suffixes)
+        self.unseen = set(range(len(suffixes)))  # cameras without a frame since the last heartbeat
         for x in suffixes:
             src = by(f"src{x}")
             if src is not None:
                 src.connect("source-setup", self.on_source_setup)
-        for i, x in enumerate(suffixes):
-            by(f"sink{x}").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self.on_buffer, i)
+        for i, sink in enumerate(self.sinks):
+            sink.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self.on_buffer, i)
+        if cameras and loop_source:
+            # Each camera loops on its own: its segment's end reaches its visionclassify as a
+            # SEGMENT_DONE event (the pipeline's SEGMENT_DONE message waits for every camera).
+            for i, classify in enumerate(self.classifiers):
+                classify.get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM,
+                                                          self.on_camera_event, i)
         bus = self.pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message", self.on_message)
@@ -255,21 +273,27 @@ class Gateway:
             Gst.util_set_object_arg(source, "protocols", env("RTSP_PROTOCOLS", "tcp"))
 
     def on_buffer(self, _pad, _info, camera):
-        self.frames += 1
-        self.camera_frames[camera] += 1
-        now = time.time()
-        if now - self.last_beat >= 1.0:
+        with self.lock:
+            self.frames += 1
+            self.camera_frames[camera] += 1
+            self.unseen.discard(camera)
+            now = time.time()
+            if self.unseen or now - self.last_beat < 1.0:
+                return Gst.PadProbeReturn.OK
             self.last_beat = now
-            self.write_heartbeat(now)
+            self.unseen = set(range(len(self.camera_frames)))
+            beat = {"time": now, "frames": self.frames, "loops": self.loops}
+            if self.cameras:
+                beat["camera_frames"] = list(self.camera_frames)
+                beat["camera_loops"] = list(self.camera_loops)
+        # Outside the lock: reading an element's stats must not wait on another camera's thread.
+        self.write_heartbeat(beat)
         return Gst.PadProbeReturn.OK
 
-    def write_heartbeat(self, now):
+    def write_heartbeat(self, beat):
         stats = [p.get_property("stats").to_string() for p in self.publishers]
-        beat = {"time": now, "frames": self.frames, "loops": self.loops,
-                "publish": stats[0] if len(stats) == 1 else stats}
-        if len(self.camera_frames) > 1:
-            beat["camera_frames"] = self.camera_frames
-        partial = f"{self.heartbeat}.{os.getpid()}"
+        beat["publish"] = stats[0] if len(stats) == 1 else stats
+        partial = f"{self.heartbeat}.{os.getpid()}.{threading.get_ident()}"
         try:
             with open(partial, "w") as f:
                 json.dump(beat, f)
@@ -283,6 +307,26 @@ class Gateway:
         publish = "; ".join(p.get_property("stats").to_string() for p in self.publishers)
         print(f"[gateway] {up:.0f} s, {self.frames} frames, {self.loops} loops; {classify}; {publish}", flush=True)
         return True
+
+    def on_camera_event(self, _pad, info, camera):
+        if info.get_event().type == Gst.EventType.SEGMENT_DONE and not self.stopping:
+            GLib.idle_add(self.loop_camera, camera)  # seek from the main loop, not the streaming thread
+        return Gst.PadProbeReturn.OK
+
+    def loop_camera(self, camera):
+        """Starts one camera's file again: a segment seek into its branch only, without flushing."""
+        if self.stopping:
+            return False
+        seek = Gst.Event.new_seek(1.0, Gst.Format.TIME, Gst.SeekFlags.SEGMENT, Gst.SeekType.SET, 0,
+                                  Gst.SeekType.NONE, -1)
+        if self.sinks[camera].send_event(seek):
+            with self.lock:
+                self.loops += 1
+                self.camera_loops[camera] += 1
+        else:
+            print(f"[gateway] camera {camera} cannot seek back to its start; it ends here", file=sys.stderr, flush=True)
+            self.classifiers[camera].get_static_pad("sink").send_event(Gst.Event.new_eos())
+        return False
 
     def seek_start(self, flags):
         ok = self.pipeline.seek(1.0, Gst.Format.TIME, flags, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
@@ -301,13 +345,14 @@ class Gateway:
         elif t == Gst.MessageType.WARNING:
             warn, _debug = msg.parse_warning()
             print(f"[gateway] warning from {msg.src.get_name()}: {warn.message}", file=sys.stderr, flush=True)
-        elif t == Gst.MessageType.SEGMENT_DONE and self.loop_source and not self.stopping:
+        elif t == Gst.MessageType.SEGMENT_DONE and self.loop_source and not self.stopping and not self.cameras:
             # A segment seek without flushing: the next pass follows on with no gap and no EOS.
             self.loops += 1
             self.seek_start(Gst.SeekFlags.SEGMENT)
         elif t == Gst.MessageType.EOS:
             if self.loop_source and not self.stopping:
-                # Sources that ignore segment seeks end with EOS instead; start them again.
+                # Sources that ignore segment seeks end with EOS instead; start them again (with
+                # SOURCE_URIS, all cameras together, once every one has ended).
                 self.loops += 1
                 if self.seek_start(Gst.SeekFlags.FLUSH):
                     return
@@ -365,9 +410,12 @@ def main():
     try:
         cameras = 0
         if env("SOURCE_URIS"):
-            # A file camera's loop restarts every branch together (one pipeline-wide seek).
+            # Files loop: one pipeline-wide seek at the start, then each camera on its own
+            # (Gateway.loop_camera); a loop over live cameras has nothing to seek.
             description, all_files, cameras = cameras_description(None)
             loop_source = env_bool("LOOP", all_files)
+            if loop_source and not all_files:
+                raise SettingError("LOOP=1 with SOURCE_URIS: every camera must be a file to loop")
         else:
             source, live, is_file = source_fragment()
             loop_source = env_bool("LOOP", is_file)

@@ -235,10 +235,10 @@ fn run_pipeline(args: &Args, n: usize, shared: bool) -> Result<Measure> {
         classify.static_pad("sink").context("sink pad")?.add_probe(
             gst::PadProbeType::BUFFER,
             move |_, info| {
-                if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
-                    if let Ok(mut m) = enter.lock() {
-                        m.insert((cam, pts.nseconds()), Instant::now());
-                    }
+                if let Some(pts) = info.buffer().and_then(|b| b.pts())
+                    && let Ok(mut m) = enter.lock()
+                {
+                    m.insert((cam, pts.nseconds()), Instant::now());
                 }
                 gst::PadProbeReturn::Ok
             },
