@@ -20,12 +20,14 @@ mod bare;
 mod cpu;
 mod element;
 mod frames;
+mod median;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::frames::Frames;
+use crate::median::median;
 
 const USAGE: &str = "\
 usage: vision-bench [options]
@@ -175,16 +177,6 @@ impl Row {
 
     fn bare_median(&self, field: impl Fn(&bare::BareRun) -> f64) -> f64 {
         median(self.bare.iter().map(field))
-    }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 

@@ -25,6 +25,10 @@ use gstvision::classify::video;
 use gstvision::model::{BatchInput, Overrides, Runner, RunnerConfig};
 use gstvision::preprocess::{Preprocessor, SlotMut};
 
+#[path = "../median.rs"]
+mod median;
+use median::median;
+
 const USAGE: &str = "\
 usage: bench_cameras [options]
   --model PATH          ONNX classifier (default: models/efficientnet-lite0.onnx)
@@ -424,15 +428,6 @@ fn spawn(args: &Args, mode: &str, n: usize) -> Result<Measure> {
     Ok(Measure::from_json(&serde_json::from_str(line)?))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn main() -> Result<()> {
     let args = Args::parse()?;
     if let Some((mode, n)) = &args.child {
@@ -466,11 +461,7 @@ fn main() -> Result<()> {
         }
     }
     let med = |n: usize, mode: &str, f: fn(&Measure) -> f64| {
-        median(
-            results
-                .get(&(n, mode))
-                .map_or(Vec::new(), |v| v.iter().map(f).collect()),
-        )
+        median(results.get(&(n, mode)).into_iter().flatten().map(f))
     };
     println!();
     println!(
