@@ -37,6 +37,8 @@ usage: bench_cameras [options]
   --threads T           ONNX Runtime intra-op threads of every session (default 1)
   --batch-timeout MS    visionclassify batch-timeout (default 50)
   --batch B             batch-size of every engine (default: the number of cameras)
+  --provider P          execution-provider of every session: cpu, cuda, tensorrt (default cpu);
+                        on a GPU each child also reports its GPU memory (nvidia-smi)
   --shared-workers K    inference-workers of the shared engine (default 1; private engines 1 each)
   --rounds R            interleaved repetitions, medians reported (default 3)
   --ort-library PATH    libonnxruntime.so (default: $ORT_DYLIB_PATH, else the project's .deps)
@@ -51,6 +53,7 @@ struct Args {
     threads: usize,
     timeout_ms: u32,
     shared_workers: usize,
+    provider: String,
     /// Fixed batch-size; `None`: the number of cameras.
     batch: Option<usize>,
     rounds: usize,
@@ -74,6 +77,7 @@ impl Args {
             timeout_ms: 50,
             shared_workers: 1,
             batch: None,
+            provider: "cpu".into(),
             rounds: 3,
             json: None,
             child: None,
@@ -103,6 +107,12 @@ impl Args {
                 "--batch-timeout" => a.timeout_ms = value.parse().with_context(bad)?,
                 "--shared-workers" => a.shared_workers = value.parse().with_context(bad)?,
                 "--batch" => a.batch = Some(value.parse().with_context(bad)?),
+                "--provider" => {
+                    if !["cpu", "cuda", "tensorrt"].contains(&value.as_str()) {
+                        bail!("{}", bad());
+                    }
+                    a.provider = value
+                }
                 "--rounds" => a.rounds = value.parse().with_context(bad)?,
                 "--json" => a.json = Some(value.into()),
                 "--child" => {
@@ -127,6 +137,8 @@ struct Measure {
     p50_ms: f64,
     p95_ms: f64,
     rss_mib: f64,
+    /// GPU memory of the process (NaN on the CPU).
+    gpu_mib: f64,
     /// bare only: preprocessing of one 1080p frame, milliseconds.
     prep_ms: f64,
 }
@@ -136,6 +148,7 @@ impl Measure {
         serde_json::json!({
             "total_fps": self.total_fps, "mean_fill": self.mean_fill, "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms, "rss_mib": self.rss_mib, "prep_ms": self.prep_ms,
+            "gpu_mib": self.gpu_mib,
         })
     }
 
@@ -151,6 +164,7 @@ impl Measure {
             p50_ms: f("p50_ms"),
             p95_ms: f("p95_ms"),
             rss_mib: f("rss_mib"),
+            gpu_mib: f("gpu_mib"),
             prep_ms: f("prep_ms"),
         }
     }
@@ -166,6 +180,25 @@ fn peak_rss_mib() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// GPU memory this process holds, from `nvidia-smi` (NaN without a GPU).
+fn gpu_mib() -> f64 {
+    let pid = std::process::id().to_string();
+    Command::new("nvidia-smi")
+        .args([
+            "--query-compute-apps=pid,used_memory",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                let (p, mib) = l.split_once(',')?;
+                (p.trim() == pid).then(|| mib.trim().parse::<f64>().ok())?
+            })
+        })
+        .unwrap_or(f64::NAN)
 }
 
 /// The 1080p frames every camera plays (a moving test pattern; camera i starts i frames in).
@@ -225,6 +258,8 @@ fn run_pipeline(args: &Args, n: usize, shared: bool) -> Result<Measure> {
             .property("threads", args.threads as u32)
             .property("batch-size", args.batch.unwrap_or(n) as u32)
             .property("batch-timeout", args.timeout_ms)
+            .property_from_str("execution-provider", &args.provider)
+            .property("strict-provider", true)
             .build()?;
         if shared {
             classify.set_property("model-instance-id", "bench");
@@ -268,8 +303,19 @@ fn run_pipeline(args: &Args, n: usize, shared: bool) -> Result<Measure> {
     }
     let bus = pipeline.bus().context("bus")?;
     // Opening the engines (and their warm-up runs) happens here, before the clock starts.
-    pipeline.set_state(gst::State::Paused)?;
-    pipeline.set_state(gst::State::Playing)?;
+    for state in [gst::State::Paused, gst::State::Playing] {
+        if pipeline.set_state(state).is_err() {
+            let why = bus
+                .pop_filtered(&[gst::MessageType::Error])
+                .and_then(|m| match m.view() {
+                    gst::MessageView::Error(e) => Some(e.error().to_string()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "no error message".into());
+            let _ = pipeline.set_state(gst::State::Null);
+            bail!("cannot start the pipeline: {why}");
+        }
+    }
     let started = Instant::now();
     let frames = args.frames;
     let pushers: Vec<_> = sources
@@ -306,6 +352,7 @@ fn run_pipeline(args: &Args, n: usize, shared: bool) -> Result<Measure> {
     if let gst::MessageView::Error(e) = msg.view() {
         bail!("pipeline error: {} ({:?})", e.error(), e.debug());
     }
+    let gpu = gpu_mib();
     let fills: Vec<f64> = classifiers
         .iter()
         .filter_map(|c| {
@@ -323,6 +370,7 @@ fn run_pipeline(args: &Args, n: usize, shared: bool) -> Result<Measure> {
         p50_ms: percentile(&lat, 0.5),
         p95_ms: percentile(&lat, 0.95),
         rss_mib: peak_rss_mib(),
+        gpu_mib: gpu,
         prep_ms: f64::NAN,
     })
 }
@@ -335,6 +383,12 @@ fn run_bare(args: &Args, cameras: usize) -> Result<Measure> {
         model: args.model.clone(),
         ort_library: Some(args.ort_library.clone()),
         threads: args.threads,
+        provider: match args.provider.as_str() {
+            "cuda" => gstvision::model::Provider::Cuda,
+            "tensorrt" => gstvision::model::Provider::TensorRt,
+            _ => gstvision::model::Provider::Cpu,
+        },
+        strict_provider: true,
         ..RunnerConfig::default()
     };
     let mut runner = Runner::open(&config, &Overrides::default())?.runner;
@@ -380,6 +434,7 @@ fn run_bare(args: &Args, cameras: usize) -> Result<Measure> {
         p50_ms: percentile(&lat, 0.5),
         p95_ms: percentile(&lat, 0.95),
         rss_mib: peak_rss_mib(),
+        gpu_mib: gpu_mib(),
         prep_ms,
     })
 }
@@ -409,6 +464,7 @@ fn spawn(args: &Args, mode: &str, n: usize) -> Result<Measure> {
         .args(["--threads", &args.threads.to_string()])
         .args(["--batch-timeout", &args.timeout_ms.to_string()])
         .args(["--shared-workers", &args.shared_workers.to_string()])
+        .args(["--provider", &args.provider])
         .args(
             args.batch
                 .map(|b| ["--batch".to_string(), b.to_string()])
@@ -515,6 +571,8 @@ fn main() -> Result<()> {
             "shared_fill": med(n, "shared", |m| m.mean_fill),
             "shared_p50_ms": med(n, "shared", |m| m.p50_ms),
             "shared_p95_ms": med(n, "shared", |m| m.p95_ms),
+            "shared_gpu_mib": med(n, "shared", |m| m.gpu_mib),
+            "private_gpu_mib": med(n, "private", |m| m.gpu_mib),
         }));
     }
     if let (Some(&first), Some(&last)) = (args.cameras.first(), args.cameras.last())
@@ -530,6 +588,19 @@ fn main() -> Result<()> {
             per("shared"),
             per("private")
         );
+    }
+    if args.provider != "cpu" {
+        println!();
+        println!("| cameras | GPU MiB shared | GPU MiB private | GPU MiB bare |");
+        println!("|---|---|---|---|");
+        for &n in &args.cameras {
+            println!(
+                "| {n} | {:.0} | {:.0} | {:.0} |",
+                med(n, "shared", |m| m.gpu_mib),
+                med(n, "private", |m| m.gpu_mib),
+                med(n, "bare", |m| m.gpu_mib)
+            );
+        }
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
