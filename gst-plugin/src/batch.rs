@@ -45,17 +45,6 @@ impl Slot {
             Self::U8(v) => SlotMut::U8(v),
         }
     }
-
-    pub fn len(&self) -> usize {
-        match self {
-            Self::F32(v) => v.len(),
-            Self::U8(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The contiguous tensor of a whole batch, which ONNX Runtime reads: `capacity` images of
@@ -205,10 +194,6 @@ impl<J> Plan<J> {
             cuts: VecDeque::new(),
             shutdown: false,
         }
-    }
-
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
     }
 
     /// A stream hands over a preprocessed frame.

@@ -11,8 +11,9 @@
 //! lane. The engine never pushes downstream, so a stream whose downstream is blocked, paused
 //! or flushing cannot hold up the others.
 //!
-//! Lock order: the registry, then an engine's `queue`, one of its `runners` or `stats` (never
-//! two of those at once), then a lane's state (only through [`Deliver`]).
+//! Each worker owns its session: no lock is held across a run. Lock order: the registry, then
+//! an engine's `queue` or `stats` (never both), then a lane's state (only through
+//! [`Deliver`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{Admission, BatchTensor, LaneId, Next, Plan, Slot};
 use crate::lane::{Deliver, Inferred};
-use crate::model::{InputType, ModelError, ModelSpec, Overrides, Runner, RunnerConfig};
+use crate::model::{
+    Description, InputType, ModelError, ModelSpec, Overrides, Runner, RunnerConfig,
+};
 
 /// Settings that belong to the engine: every element sharing it must give the same.
 #[derive(Debug, Clone)]
@@ -182,8 +185,6 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     cond: Condvar,
-    /// One session per worker; worker `i` runs on `runners[i]` only.
-    runners: Vec<Mutex<Runner>>,
     stats: Mutex<EngineStats>,
 }
 
@@ -197,6 +198,8 @@ pub struct Engine {
     id: Option<String>,
     owner: String,
     settings: EngineSettings,
+    /// The model apart from its sessions, for each element's own overrides.
+    description: Description,
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     input_type: InputType,
@@ -240,12 +243,7 @@ pub fn attach(request: &Request) -> Result<Attached, EngineError> {
                 ours,
             })));
         }
-        let first = engine
-            .shared
-            .runners
-            .first()
-            .ok_or_else(|| EngineError::Thread("the engine has no session".to_string()))?;
-        let spec = lock(first).describe_for(&request.overrides)?;
+        let spec = engine.description.spec(&request.overrides)?;
         let joined = Some(engine.owner.clone());
         return Ok(Attached {
             engine,
@@ -263,8 +261,8 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
     let settings = request.settings.clone();
     let path = settings.runner.model.clone();
     let opened = Runner::open(&settings.runner, &request.overrides)?;
-    let mut runner = opened.runner;
-    let spec = runner.spec().clone();
+    let spec = opened.runner.spec().clone();
+    let description = opened.runner.description().clone();
     let batch_size = settings.batch_size.max(1);
     if let Some(fixed) = spec.fixed_batch
         && batch_size > fixed
@@ -278,48 +276,45 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
         .into());
     }
     let capacity = spec.fixed_batch.unwrap_or(batch_size).max(batch_size);
-    if runner.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
-        runner.pad_batches_to(batch_size);
-    }
     let slot_len = spec.slot.len();
     let too_large = || EngineError::TooLarge {
         path: path.clone(),
         batch: capacity,
         slot_len,
     };
-    let tensor = BatchTensor::new(spec.input_type, slot_len, capacity).ok_or_else(too_large)?;
-
-    // Warm-up: the first run allocates and (on GPUs) picks kernels; the second is what a
-    // batch costs, which the latency query reports. A model that fails here never streams.
-    let mut scores = Vec::new();
     let first_run = |e: ModelError| EngineError::FirstRun {
         path: path.clone(),
         reason: e.to_string(),
     };
-    runner
-        .run(tensor.input(), batch_size, &mut scores)
-        .map_err(first_run)?;
-    let started = Instant::now();
-    runner
-        .run(tensor.input(), batch_size, &mut scores)
-        .map_err(first_run)?;
-    let run_estimate = started.elapsed();
 
-    // More workers: more sessions of the same model, so batches run side by side.
+    // One session and batch tensor per worker (more workers: batches run side by side).
     let workers = settings.workers.max(1);
-    let mut runners = vec![Mutex::new(runner)];
-    let mut tensors = vec![tensor];
+    let mut sessions = vec![opened.runner];
     for _ in 1..workers {
-        let mut more = Runner::open(&settings.runner, &request.overrides)?.runner;
-        if more.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
-            more.pad_batches_to(batch_size);
-        }
-        let t = BatchTensor::new(spec.input_type, slot_len, capacity).ok_or_else(too_large)?;
-        more.run(t.input(), batch_size, &mut scores)
-            .map_err(first_run)?;
-        runners.push(Mutex::new(more));
-        tensors.push(t);
+        sessions.push(Runner::open(&settings.runner, &request.overrides)?.runner);
     }
+    let mut prepared = Vec::with_capacity(workers);
+    let mut scores = Vec::new();
+    for mut runner in sessions {
+        if runner.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
+            runner.pad_batches_to(batch_size);
+        }
+        let tensor = BatchTensor::new(spec.input_type, slot_len, capacity).ok_or_else(too_large)?;
+        // Warm-up: the first run allocates and (on GPUs) picks kernels. A model that fails
+        // here never streams.
+        runner
+            .run(tensor.input(), batch_size, &mut scores)
+            .map_err(first_run)?;
+        prepared.push((runner, tensor));
+    }
+    // What a batch costs once warm, which the latency query reports.
+    let started = Instant::now();
+    if let Some((runner, tensor)) = prepared.first_mut() {
+        runner
+            .run(tensor.input(), batch_size, &mut scores)
+            .map_err(first_run)?;
+    }
+    let run_estimate = started.elapsed();
 
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
@@ -330,11 +325,10 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
             allocated: 0,
         }),
         cond: Condvar::new(),
-        runners,
         stats: Mutex::new(EngineStats::default()),
     });
     let mut handles = Vec::with_capacity(workers);
-    for (index, mut tensor) in tensors.into_iter().enumerate() {
+    for (index, (runner, tensor)) in prepared.into_iter().enumerate() {
         let for_worker = shared.clone();
         let classes = spec.num_classes;
         let handle = std::thread::Builder::new()
@@ -342,7 +336,7 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
                 "vc-engine-{}-{index}",
                 request.instance_id.as_deref().unwrap_or(&request.element)
             ))
-            .spawn(move || work(&for_worker, index, &mut tensor, classes));
+            .spawn(move || work(&for_worker, runner, tensor, classes));
         match handle {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -359,6 +353,7 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
         id: request.instance_id.clone(),
         owner: request.element.clone(),
         settings,
+        description,
         shared,
         workers: Mutex::new(handles),
         input_type: spec.input_type,
@@ -376,11 +371,10 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
 }
 
 /// The worker thread: batches from the plan, runs, answers.
-fn work(shared: &Shared, index: usize, tensor: &mut BatchTensor, classes: usize) {
-    let Some(runner) = shared.runners.get(index) else {
-        return;
-    };
+fn work(shared: &Shared, mut runner: Runner, mut tensor: BatchTensor, classes: usize) {
     let mut scores = Vec::new();
+    let mut answers = Vec::new();
+    let mut slots = Vec::new();
     loop {
         let jobs = {
             let mut queue = lock(&shared.queue);
@@ -406,8 +400,6 @@ fn work(shared: &Shared, index: usize, tensor: &mut BatchTensor, classes: usize)
         shared.cond.notify_all();
         let n = jobs.len();
         let mut gathered = true;
-        let mut answers = Vec::with_capacity(n);
-        let mut slots = Vec::with_capacity(n);
         for (i, job) in jobs.into_iter().enumerate() {
             let Pending { lane, ticket, slot } = job.payload;
             gathered &= tensor.put(i, &slot);
@@ -415,11 +407,11 @@ fn work(shared: &Shared, index: usize, tensor: &mut BatchTensor, classes: usize)
             answers.push((lane, ticket));
         }
         // The slots are copied: back to the pool before the run.
-        lock(&shared.queue).spare.extend(slots);
+        lock(&shared.queue).spare.append(&mut slots);
         shared.cond.notify_all();
         let started = Instant::now();
         let run = if gathered {
-            lock(runner)
+            runner
                 .run(tensor.input(), n, &mut scores)
                 .map_err(|e| e.to_string())
         } else {
@@ -434,7 +426,7 @@ fn work(shared: &Shared, index: usize, tensor: &mut BatchTensor, classes: usize)
             s.run_max = s.run_max.max(took);
             s.batches
         };
-        for (i, (lane, ticket)) in answers.into_iter().enumerate() {
+        for (i, (lane, ticket)) in answers.drain(..).enumerate() {
             let outcome = match &run {
                 Ok(()) => scores
                     .get(i * classes..(i + 1) * classes)
@@ -533,14 +525,6 @@ impl Engine {
         queue.spare.extend(gone.into_iter().map(|p| p.slot));
         drop(queue);
         self.shared.cond.notify_all();
-    }
-
-    pub fn input_type(&self) -> InputType {
-        self.input_type
-    }
-
-    pub fn slot_len(&self) -> usize {
-        self.slot_len
     }
 
     pub fn batch_size(&self) -> usize {

@@ -185,9 +185,7 @@ fn environment_cell() -> &'static OnceLock<Environment> {
 pub struct Runner {
     session: Session,
     spec: ModelSpec,
-    /// Kept to describe the model for other users' overrides ([`Runner::describe_for`]).
-    contract: Contract,
-    path: PathBuf,
+    description: Description,
     /// Batch size every run is padded to (see [`Runner::pad_batches_to`]).
     padded_batch: Option<usize>,
 }
@@ -250,14 +248,23 @@ impl Runner {
             Contract::from_lookup(|k| meta.custom(k))
                 .map_err(|e| ModelError::Contract(e, path.clone()))?
         };
-        let mut spec = describe(&session, path, &contract, overrides)?;
-        spec.providers = providers;
+        let port = |o: &ort::value::Outlet| Port {
+            name: o.name().to_string(),
+            dtype: o.dtype().clone(),
+        };
+        let description = Description {
+            path: path.clone(),
+            contract,
+            inputs: session.inputs().iter().map(port).collect(),
+            outputs: session.outputs().iter().map(port).collect(),
+            providers,
+        };
+        let spec = description.spec(overrides)?;
         Ok(Opened {
             runner: Runner {
                 session,
                 spec,
-                contract,
-                path: path.clone(),
+                description,
                 padded_batch: None,
             },
             warnings,
@@ -268,12 +275,9 @@ impl Runner {
         &self.spec
     }
 
-    /// The model as seen with other overrides (another element sharing this session): the
-    /// same graph and contract, that element's labels, preprocessing and score kind.
-    pub fn describe_for(&self, overrides: &Overrides) -> Result<ModelSpec, ModelError> {
-        let mut spec = describe(&self.session, &self.path, &self.contract, overrides)?;
-        spec.providers = self.spec.providers.clone();
-        Ok(spec)
+    /// What the model is, apart from the session: to describe it for other overrides.
+    pub fn description(&self) -> &Description {
+        &self.description
     }
 
     /// True when a GPU provider (CUDA or TensorRT) runs the model.
@@ -439,13 +443,37 @@ fn available<E: ExecutionProvider>() -> bool {
     E::is_available().unwrap_or(false)
 }
 
-/// Reads the input/output description of `session` and merges contract and overrides.
-fn describe(
-    session: &Session,
-    path: &Path,
-    contract: &Contract,
-    overrides: &Overrides,
-) -> Result<ModelSpec, ModelError> {
+/// One input or output of the graph, as the session reported it.
+#[derive(Debug, Clone)]
+struct Port {
+    name: String,
+    dtype: ValueType,
+}
+
+/// A model's graph inputs/outputs and contract, read once from its session: everything needed
+/// to describe it for any element's overrides (elements sharing one engine differ in labels,
+/// preprocessing and score kind) without touching the session.
+#[derive(Debug, Clone)]
+pub struct Description {
+    path: PathBuf,
+    contract: Contract,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    providers: Vec<&'static str>,
+}
+
+impl Description {
+    /// The model with `overrides` applied.
+    pub fn spec(&self, overrides: &Overrides) -> Result<ModelSpec, ModelError> {
+        let mut spec = describe(self, overrides)?;
+        spec.providers = self.providers.clone();
+        Ok(spec)
+    }
+}
+
+/// Merges the graph's input/output description, the contract and the overrides.
+fn describe(model: &Description, overrides: &Overrides) -> Result<ModelSpec, ModelError> {
+    let (path, contract) = (model.path.as_path(), &model.contract);
     let not_image = |reason: String| ModelError::NotImage {
         path: path.to_path_buf(),
         reason,
@@ -454,7 +482,7 @@ fn describe(
     if contract.is_empty() {
         assumed.push("the model has no vision.* metadata; using properties and defaults".into());
     }
-    let input = match session.inputs() {
+    let input = match model.inputs.as_slice() {
         [one] => one,
         [] => return Err(not_image("it has no input".into())),
         many => {
@@ -464,11 +492,8 @@ fn describe(
             )));
         }
     };
-    let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
-        return Err(not_image(format!(
-            "input `{}` is not a tensor",
-            input.name()
-        )));
+    let ValueType::Tensor { ty, shape, .. } = &input.dtype else {
+        return Err(not_image(format!("input `{}` is not a tensor", input.name)));
     };
     let input_type = match ty {
         TensorElementType::Float32 => InputType::F32,
@@ -476,7 +501,7 @@ fn describe(
         other => {
             return Err(not_image(format!(
                 "input `{}` has element type {other:?}; supported are float32 and uint8",
-                input.name()
+                input.name
             )));
         }
     };
@@ -484,7 +509,7 @@ fn describe(
     if dims.len() != 4 {
         return Err(not_image(format!(
             "input `{}` has shape {dims:?}; an image input has 4 dimensions (NCHW or NHWC)",
-            input.name()
+            input.name
         )));
     }
     let is_channels = |d: i64| d == 1 || d == 3;
@@ -495,7 +520,7 @@ fn describe(
         None => {
             return Err(not_image(format!(
                 "input `{}` has shape {dims:?}: neither dimension 1 nor 3 is 1 or 3 channels",
-                input.name()
+                input.name
             )));
         }
     };
@@ -506,7 +531,7 @@ fn describe(
     if !is_channels(c) {
         return Err(not_image(format!(
             "input `{}` has shape {dims:?}: {c} channels in {layout:?} layout; 1 or 3 are supported",
-            input.name()
+            input.name
         )));
     }
     let size = |dim: i64, idx: usize, what: &str| -> Result<usize, ModelError> {
@@ -544,28 +569,28 @@ fn describe(
 
     let output_name = match &contract.output.name {
         Some(name) => {
-            if !session.outputs().iter().any(|o| o.name() == name) {
+            if !model.outputs.iter().any(|o| o.name == *name) {
                 return Err(not_image(format!(
                     "vision.output names `{name}`, which is not an output"
                 )));
             }
             name.clone()
         }
-        None => session
-            .outputs()
+        None => model
+            .outputs
             .first()
-            .map(|o| o.name().to_string())
+            .map(|o| o.name.clone())
             .ok_or_else(|| not_image("it has no output".into()))?,
     };
     let Some(ValueType::Tensor {
         ty: out_ty,
         shape: out_shape,
         ..
-    }) = session
-        .outputs()
+    }) = model
+        .outputs
         .iter()
-        .find(|o| o.name() == output_name)
-        .map(|o| o.dtype())
+        .find(|o| o.name == output_name)
+        .map(|o| &o.dtype)
     else {
         return Err(not_image(format!("output `{output_name}` is not a tensor")));
     };
@@ -662,7 +687,7 @@ fn describe(
 
     Ok(ModelSpec {
         name,
-        input_name: input.name().to_string(),
+        input_name: input.name.clone(),
         output_name,
         input_type,
         slot: SlotSpec {
