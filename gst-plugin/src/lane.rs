@@ -127,11 +127,12 @@ impl<T, E> Lane<T, E> {
 
     // ---- streaming thread ----------------------------------------------------------------
 
-    /// Waits until one more frame to classify may be queued; false when flushing.
+    /// Waits until one more frame to classify may be queued. False when flushing, or when the
+    /// src pad task stopped on a downstream error (it will take nothing more until a flush).
     pub fn reserve(&self) -> bool {
         let mut s = self.lock();
         loop {
-            if s.flushing {
+            if s.flushing || s.stopped {
                 return false;
             }
             if s.classified_queued < self.capacity {
@@ -412,6 +413,18 @@ mod tests {
             !drainer.join().expect("thread"),
             "no wait on a stopped task"
         );
+    }
+
+    #[test]
+    fn a_full_lane_stops_waiting_when_the_task_stops() {
+        let l = Arc::new(lane(1));
+        l.push_classified(0).expect("queued");
+        let waiter = {
+            let l = l.clone();
+            std::thread::spawn(move || l.reserve())
+        };
+        l.set_stopped(true);
+        assert!(!waiter.join().expect("thread"), "no wait on a stopped task");
     }
 
     #[test]

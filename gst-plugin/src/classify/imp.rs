@@ -227,7 +227,10 @@ impl VisionClassify {
         // Back-pressure: waits while this stream has its capacity of frames queued, then for
         // a place in the engine (shared with the other streams, first come first served).
         if !run.lane.reserve() {
-            return Err(gst::FlowError::Flushing);
+            // Flushing, or downstream stopped the task: upstream gets that flow return.
+            return Err((*lock(&self.flow))
+                .err()
+                .unwrap_or(gst::FlowError::Flushing));
         }
         let mut slot = run
             .engine
