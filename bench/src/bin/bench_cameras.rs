@@ -25,9 +25,17 @@ use gstvision::classify::video;
 use gstvision::model::{BatchInput, Overrides, Runner, RunnerConfig};
 use gstvision::preprocess::{Preprocessor, SlotMut};
 
+// Shared with vision-bench, which uses all of it.
+#[allow(dead_code)]
+#[path = "../frames.rs"]
+mod frames;
 #[path = "../median.rs"]
 mod median;
+use frames::Frames;
 use median::median;
+
+/// Every camera plays the same pool of 1080p RGB frames (camera i starts i frames in).
+const FRAMES: (&str, u32, u32) = ("RGB", 1920, 1080);
 
 const USAGE: &str = "\
 usage: bench_cameras [options]
@@ -201,32 +209,6 @@ fn gpu_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// The 1080p frames every camera plays (a moving test pattern; camera i starts i frames in).
-fn make_frames() -> Result<(gst::Caps, gst_video::VideoInfo, Vec<gst::Buffer>)> {
-    let pipeline = gst::parse::launch(
-        "videotestsrc num-buffers=8 pattern=smpte horizontal-speed=16 \
-         ! video/x-raw,format=RGB,width=1920,height=1080,framerate=30/1 \
-         ! appsink name=sink sync=false",
-    )?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .context("no appsink")?;
-    pipeline.set_state(gst::State::Playing)?;
-    let mut caps = None;
-    let mut buffers = Vec::new();
-    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
-        caps = caps.or(sample.caps_owned());
-        buffers.extend(sample.buffer_owned());
-    }
-    pipeline.set_state(gst::State::Null)?;
-    let caps = caps.context("videotestsrc gave no frames")?;
-    let info = gst_video::VideoInfo::from_caps(&caps)?;
-    Ok((caps, info, buffers))
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -238,7 +220,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// N × `appsrc ! visionclassify ! fakesink` in one pipeline, every camera pushed by its own
 /// thread as fast as the element takes frames.
 fn run_pipeline(args: &Args, n: usize, shared: bool) -> Result<Measure> {
-    let (caps, _, pool) = make_frames()?;
+    let frames_pool = Frames::make(FRAMES.0, FRAMES.1, FRAMES.2)?;
+    let (caps, pool) = (frames_pool.caps, frames_pool.buffers);
     let pipeline = gst::Pipeline::new();
     let pushed: Arc<Mutex<HashMap<(usize, u64), Instant>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -396,7 +379,11 @@ fn run_bare(args: &Args, cameras: usize) -> Result<Measure> {
     let capacity = spec.fixed_batch.unwrap_or(n).max(n);
     let mut tensor = vec![0.0f32; spec.slot.len() * capacity];
 
-    let (_, info, pool) = make_frames()?;
+    let Frames {
+        info,
+        buffers: pool,
+        ..
+    } = Frames::make(FRAMES.0, FRAMES.1, FRAMES.2)?;
     let format = video::pixel_format(info.format()).context("format")?;
     let yuv = video::yuv_color(&info);
     let mut pre = Preprocessor::new(spec.slot, spec.normalize, spec.resize);
