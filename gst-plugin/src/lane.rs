@@ -59,12 +59,40 @@ pub enum Ready<T, E> {
     Classified(T, Outcome),
     /// A frame not classified (inference-interval): it gets the latest result.
     Reuse(T),
+    /// A frame whose regions were classified, with one answer per region in the order they
+    /// were submitted (empty for a frame with no region to classify).
+    Regions(T, Vec<Outcome>),
     Event(E),
+}
+
+/// The answers a queued frame waits for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tickets {
+    /// None: the frame reuses the latest result.
+    Reuse,
+    /// One answer for the whole frame.
+    Frame(u64),
+    /// `count` answers, tickets `first..first + count`, one per region.
+    Regions { first: u64, count: u64 },
+}
+
+impl Tickets {
+    fn holds(self, ticket: u64) -> bool {
+        match self {
+            Self::Reuse => false,
+            Self::Frame(t) => t == ticket,
+            Self::Regions { first, count } => ticket >= first && ticket - first < count,
+        }
+    }
+
+    fn counts_against_capacity(self) -> bool {
+        self != Self::Reuse
+    }
 }
 
 #[derive(Debug)]
 enum Item<T, E> {
-    Frame { item: T, ticket: Option<u64> },
+    Frame { item: T, tickets: Tickets },
     Event(E),
 }
 
@@ -153,12 +181,34 @@ impl<T, E> Lane<T, E> {
         s.next_ticket += 1;
         s.queue.push_back(Item::Frame {
             item,
-            ticket: Some(ticket),
+            tickets: Tickets::Frame(ticket),
         });
         s.classified_queued += 1;
         drop(s);
         self.cond.notify_all();
         Ok(ticket)
+    }
+
+    /// Queues a frame whose `count` regions are classified (after [`Lane::reserve`], like a
+    /// frame to classify); returns the first of its `count` consecutive tickets. The frame
+    /// leaves when every region is answered, at once when `count` is 0. `Err(item)` when
+    /// flushing.
+    pub fn push_regions(&self, item: T, count: usize) -> Result<u64, T> {
+        let mut s = self.lock();
+        if s.flushing {
+            return Err(item);
+        }
+        let first = s.next_ticket;
+        let count = count as u64;
+        s.next_ticket += count;
+        s.queue.push_back(Item::Frame {
+            item,
+            tickets: Tickets::Regions { first, count },
+        });
+        s.classified_queued += 1;
+        drop(s);
+        self.cond.notify_all();
+        Ok(first)
     }
 
     /// Queues a frame that reuses the latest result. `Err(item)` when flushing.
@@ -167,7 +217,10 @@ impl<T, E> Lane<T, E> {
         if s.flushing {
             return Err(item);
         }
-        s.queue.push_back(Item::Frame { item, ticket: None });
+        s.queue.push_back(Item::Frame {
+            item,
+            tickets: Tickets::Reuse,
+        });
         drop(s);
         self.cond.notify_all();
         Ok(())
@@ -211,25 +264,34 @@ impl<T, E> Lane<T, E> {
             }
             let ready = match s.queue.front() {
                 None => false,
-                Some(Item::Event(_)) | Some(Item::Frame { ticket: None, .. }) => true,
-                Some(Item::Frame {
-                    ticket: Some(t), ..
-                }) => s.answers.contains_key(t),
+                Some(Item::Event(_)) => true,
+                Some(Item::Frame { tickets, .. }) => match *tickets {
+                    Tickets::Reuse => true,
+                    Tickets::Frame(t) => s.answers.contains_key(&t),
+                    Tickets::Regions { first, count } => {
+                        (first..first + count).all(|t| s.answers.contains_key(&t))
+                    }
+                },
             };
             if ready {
                 let taken = match s.queue.pop_front() {
                     Some(Item::Event(e)) => Ready::Event(e),
-                    Some(Item::Frame { item, ticket: None }) => Ready::Reuse(item),
-                    Some(Item::Frame {
-                        item,
-                        ticket: Some(t),
-                    }) => {
-                        s.classified_queued -= 1;
-                        let outcome = s
-                            .answers
-                            .remove(&t)
-                            .unwrap_or_else(|| Err("answer lost".into()));
-                        Ready::Classified(item, outcome)
+                    Some(Item::Frame { item, tickets }) => {
+                        if tickets.counts_against_capacity() {
+                            s.classified_queued -= 1;
+                        }
+                        let mut answer = |t: u64| {
+                            s.answers
+                                .remove(&t)
+                                .unwrap_or_else(|| Err("answer lost".into()))
+                        };
+                        match tickets {
+                            Tickets::Reuse => Ready::Reuse(item),
+                            Tickets::Frame(t) => Ready::Classified(item, answer(t)),
+                            Tickets::Regions { first, count } => {
+                                Ready::Regions(item, (first..first + count).map(answer).collect())
+                            }
+                        }
                     }
                     None => unreachable!("front was checked"),
                 };
@@ -290,7 +352,7 @@ impl<T: Send, E: Send> Deliver for Lane<T, E> {
         let wanted = s
             .queue
             .iter()
-            .any(|i| matches!(i, Item::Frame { ticket: Some(t), .. } if *t == ticket));
+            .any(|i| matches!(i, Item::Frame { tickets, .. } if tickets.holds(ticket)));
         if wanted {
             s.answers.insert(ticket, outcome);
         }
@@ -328,6 +390,16 @@ mod tests {
             Ready::Classified(i, Ok(a)) => format!("c{i}:{}", a.batch_fill),
             Ready::Classified(i, Err(e)) => format!("c{i}:{e}"),
             Ready::Reuse(i) => format!("r{i}"),
+            Ready::Regions(i, answers) => {
+                let fills: Vec<String> = answers
+                    .iter()
+                    .map(|a| match a {
+                        Ok(a) => a.batch_fill.to_string(),
+                        Err(e) => e.clone(),
+                    })
+                    .collect();
+                format!("o{i}:[{}]", fills.join(","))
+            }
             Ready::Event(e) => format!("e:{e}"),
         }
     }
@@ -359,6 +431,33 @@ mod tests {
             [take(&l), take(&l), take(&l), take(&l)],
             ["c0:1", "r1", "c2:2", "e:eos"]
         );
+        assert!(l.drain());
+    }
+
+    #[test]
+    fn a_frame_of_regions_leaves_when_all_its_regions_are_answered() {
+        let l = lane(4);
+        assert!(l.reserve());
+        let first = l.push_regions(0, 3).expect("queued");
+        assert!(l.reserve());
+        let empty = l.push_regions(1, 0).expect("queued");
+        assert!(l.reserve());
+        let next = l.push_regions(2, 2).expect("queued");
+        assert_eq!(empty, first + 3, "tickets are consecutive");
+        assert_eq!(next, first + 3);
+        // Answers in any order, some from other runs; the frame waits for its last region.
+        l.deliver(next + 1, answer(4));
+        l.deliver(first + 2, answer(3));
+        l.deliver(first, answer(1));
+        l.deliver(next, Err("boom".into()));
+        assert_eq!(l.queued(), 3);
+        l.deliver(first + 1, answer(2));
+        assert_eq!(
+            [take(&l), take(&l), take(&l)],
+            ["o0:[1,2,3]", "o1:[]", "o2:[boom,4]"]
+        );
+        // Tickets beyond any queued frame are not kept.
+        l.deliver(next + 2, answer(9));
         assert!(l.drain());
     }
 
@@ -438,7 +537,9 @@ mod tests {
                     let r = l.next().expect("not flushing");
                     l.done();
                     match r {
-                        Ready::Classified(i, _) | Ready::Reuse(i) => seen.push(i),
+                        Ready::Classified(i, _) | Ready::Reuse(i) | Ready::Regions(i, _) => {
+                            seen.push(i)
+                        }
                         Ready::Event(_) => break,
                     }
                 }

@@ -18,6 +18,7 @@ pub mod model;
 pub mod preprocess;
 pub mod publish;
 pub mod results;
+pub mod roi;
 pub mod runtime;
 pub mod scores;
 

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use gst::glib;
 
+use crate::roi::Region;
 use crate::scores::{ClassScore, Classification};
 
 /// The registered name of the custom meta.
@@ -112,6 +113,126 @@ pub fn from_structure(s: &gst::StructureRef) -> Option<FrameResult> {
         reused: s.get("reused").ok()?,
         frame: s.get("frame").ok()?,
     })
+}
+
+// ---- regions of interest (`target=roi`) -------------------------------------------------
+
+/// Name of the param structure `visionclassify` adds to each region it classified (fields as
+/// in the frame meta), read by DL Streamer-style consumers from
+/// `GstVideoRegionOfInterestMeta`'s params.
+pub const OBJECT_PARAM: &str = "visionclassify";
+
+/// A non-negative integer field of any integer type.
+fn id_field(s: &gst::StructureRef, name: &str) -> Option<u64> {
+    if let Ok(v) = s.get::<i32>(name) {
+        return u64::try_from(v).ok();
+    }
+    if let Ok(v) = s.get::<i64>(name) {
+        return u64::try_from(v).ok();
+    }
+    s.get::<u32>(name)
+        .map(u64::from)
+        .or_else(|_| s.get::<u64>(name))
+        .ok()
+}
+
+/// The region a meta describes; `nth` is left at 0 (see [`regions`]).
+fn region_of(m: &gst_video::VideoRegionOfInterestMeta) -> Region {
+    let (x, y, w, h) = m.rect();
+    Region {
+        meta_id: m.id(),
+        label: m.roi_type().to_owned(),
+        x: i64::from(x),
+        y: i64::from(y),
+        w: i64::from(w),
+        h: i64::from(h),
+        // DL Streamer's gvatrack (and our tests): param `object_id` with an integer `id`.
+        tracking_id: m.param("object_id").and_then(|s| id_field(s, "id")),
+        nth: 0,
+    }
+}
+
+/// Numbers regions that look alike (same meta id, label and box) in order, so each one is
+/// found again on the buffer even if a copy of it lists its metas in another order.
+fn number_alike(regions: &mut [Region]) {
+    for i in 0..regions.len() {
+        let nth = regions[..i]
+            .iter()
+            .filter(|r| same_place(r, &regions[i]))
+            .count();
+        regions[i].nth = u32::try_from(nth).unwrap_or(u32::MAX);
+    }
+}
+
+fn same_place(a: &Region, b: &Region) -> bool {
+    (a.meta_id, &a.label, a.x, a.y, a.w, a.h) == (b.meta_id, &b.label, b.x, b.y, b.w, b.h)
+}
+
+/// The buffer's regions of interest (`GstVideoRegionOfInterestMeta`), in meta order.
+pub fn regions(buffer: &gst::BufferRef) -> Vec<Region> {
+    let mut regions: Vec<Region> = buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|m| region_of(&m))
+        .collect();
+    number_alike(&mut regions);
+    regions
+}
+
+/// Adds `r` as the [`OBJECT_PARAM`] param of `region`'s meta on the buffer. False when the
+/// buffer has no such region any more.
+pub fn write_object(buffer: &mut gst::BufferRef, region: &Region, r: &FrameResult) -> bool {
+    let mut seen: Vec<Region> = Vec::new();
+    for mut m in buffer.iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>() {
+        let mut here = region_of(&m);
+        here.nth =
+            u32::try_from(seen.iter().filter(|s| same_place(s, &here)).count()).unwrap_or(u32::MAX);
+        if same_place(&here, region) && here.nth == region.nth {
+            let mut s = gst::Structure::new_empty(OBJECT_PARAM);
+            fill_structure(&mut s, r);
+            m.add_param(s);
+            return true;
+        }
+        seen.push(here);
+    }
+    false
+}
+
+/// A region of a buffer with what the detector and `visionclassify` said about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectResult {
+    pub region: Region,
+    /// The detector's confidence, when it wrote one (param `detection`, field `confidence`,
+    /// as DL Streamer's detectors do).
+    pub confidence: Option<f32>,
+    /// The classification `visionclassify` added; `None` for a region it did not classify
+    /// (filtered out, or no result to reuse).
+    pub result: Option<FrameResult>,
+}
+
+/// Every region of interest on the buffer with its classification, in meta order.
+pub fn objects(buffer: &gst::BufferRef) -> Vec<ObjectResult> {
+    let mut objects: Vec<ObjectResult> = buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|m| ObjectResult {
+            region: region_of(&m),
+            confidence: m
+                .param("detection")
+                .and_then(|s| s.get::<f64>("confidence").ok())
+                .map(|c| c as f32),
+            // The latest, should several classifiers have written one.
+            result: m
+                .params()
+                .filter(|s| s.name() == OBJECT_PARAM)
+                .last()
+                .and_then(from_structure),
+        })
+        .collect();
+    let mut regions: Vec<Region> = objects.iter().map(|o| o.region.clone()).collect();
+    number_alike(&mut regions);
+    for (o, r) in objects.iter_mut().zip(regions) {
+        o.region.nth = r.nth;
+    }
+    objects
 }
 
 /// GStreamer's own analytics representation (GStreamer >= 1.24, crate feature `v1_24`): one

@@ -115,6 +115,91 @@ pub struct Frame<'a> {
     pub yuv: YuvColor,
 }
 
+/// A rectangle of a frame in pixels: columns `x..x + width`, rows `y..y + height`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl PixelFormat {
+    /// True for formats whose chroma is subsampled 2×2 (NV12, I420): their crops start on
+    /// even coordinates.
+    pub fn subsampled(self) -> bool {
+        matches!(self, Self::Nv12 | Self::I420)
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// A view of `rect` of this frame: the planes start at the rectangle's first pixel and
+    /// keep their strides, so nothing is copied and the view preprocesses exactly like a
+    /// frame holding only those pixels. For NV12 and I420 the rectangle first grows to start
+    /// on an even column and row (at most one more of each), so every luma sample keeps the
+    /// chroma sample it had in the frame. The rectangle actually used is returned with the
+    /// view.
+    pub fn crop(&self, rect: Rect) -> Result<(Frame<'a>, Rect), PreprocessError> {
+        let outside = || PreprocessError::CropOutside {
+            rect,
+            width: self.width,
+            height: self.height,
+        };
+        let right = rect.x.checked_add(rect.width).ok_or_else(outside)?;
+        let bottom = rect.y.checked_add(rect.height).ok_or_else(outside)?;
+        if rect.width == 0 || rect.height == 0 || right > self.width || bottom > self.height {
+            return Err(outside());
+        }
+        let rect = if self.format.subsampled() {
+            let (x, y) = (rect.x & !1, rect.y & !1);
+            Rect {
+                x,
+                y,
+                width: right - x,
+                height: bottom - y,
+            }
+        } else {
+            rect
+        };
+        // Byte offset of the rectangle's first sample in each plane.
+        let (cx, cy) = (rect.x / 2, rect.y / 2);
+        let offsets = match self.format.kind() {
+            FormatKind::Packed { bpp, .. } => [rect.y * self.strides[0] + rect.x * bpp, 0, 0],
+            FormatKind::Gray => [rect.y * self.strides[0] + rect.x, 0, 0],
+            FormatKind::Nv12 => [
+                rect.y * self.strides[0] + rect.x,
+                cy * self.strides[1] + cx * 2,
+                0,
+            ],
+            FormatKind::I420 => [
+                rect.y * self.strides[0] + rect.x,
+                cy * self.strides[1] + cx,
+                cy * self.strides[2] + cx,
+            ],
+        };
+        let mut planes = self.planes;
+        for (plane, offset) in planes.iter_mut().zip(offsets) {
+            if plane.is_empty() {
+                continue;
+            }
+            *plane = plane.get(offset..).ok_or(PreprocessError::CropPlane {
+                rect,
+                len: plane.len(),
+                offset,
+            })?;
+        }
+        Ok((
+            Frame {
+                width: rect.width,
+                height: rect.height,
+                planes,
+                ..*self
+            },
+            rect,
+        ))
+    }
+}
+
 /// Shape of one tensor slot (one image of the batch).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlotSpec {
@@ -213,6 +298,18 @@ pub enum PreprocessError {
         row_bytes: usize,
         stride: usize,
         needed: usize,
+    },
+    #[error("region {rect:?} is empty or not inside the {width}x{height} frame")]
+    CropOutside {
+        rect: Rect,
+        width: usize,
+        height: usize,
+    },
+    #[error("region {rect:?} starts at byte {offset} of a plane of {len} bytes")]
+    CropPlane {
+        rect: Rect,
+        len: usize,
+        offset: usize,
     },
     #[error("slot holds {actual} values but the model input needs {expected}")]
     SlotLength { expected: usize, actual: usize },
@@ -1728,6 +1825,169 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An owned copy of `rect` of `frame`'s picture, built the way the test frames are.
+    fn cropped_copy(
+        format: PixelFormat,
+        rect: Rect,
+        rgb: &dyn Fn(usize, usize) -> [u8; 3],
+    ) -> TestFrame {
+        TestFrame::new(
+            format,
+            rect.width,
+            rect.height,
+            3,
+            YuvColor::default(),
+            |x, y| rgb(rect.x + x, rect.y + y),
+        )
+    }
+
+    #[test]
+    fn a_crop_preprocesses_like_a_frame_of_only_its_pixels() {
+        // A picture with detail everywhere, so any offset error changes the tensor.
+        let rgb = |x: usize, y: usize| {
+            [
+                (x * 7 + y * 3) as u8,
+                (x * 13 ^ y * 5) as u8,
+                ((x / 3 + y / 2) * 29) as u8,
+            ]
+        };
+        let s = spec(Layout::Nchw, 8, 6, ChannelOrder::Rgb);
+        let formats = [
+            PixelFormat::Rgb,
+            PixelFormat::Bgrx,
+            PixelFormat::Xbgr,
+            PixelFormat::Gray8,
+            PixelFormat::Nv12,
+            PixelFormat::I420,
+        ];
+        // Odd and even origins and sizes, one at the frame's corner.
+        let rects = [
+            Rect {
+                x: 0,
+                y: 0,
+                width: 16,
+                height: 12,
+            },
+            Rect {
+                x: 5,
+                y: 3,
+                width: 11,
+                height: 9,
+            },
+            Rect {
+                x: 4,
+                y: 6,
+                width: 20,
+                height: 14,
+            },
+            Rect {
+                x: 40,
+                y: 27,
+                width: 5,
+                height: 4,
+            },
+            Rect {
+                x: 44,
+                y: 30,
+                width: 1,
+                height: 1,
+            },
+        ];
+        for format in formats {
+            let frame = TestFrame::new(format, 45, 31, 5, YuvColor::default(), rgb);
+            for rect in rects {
+                let (view, used) = frame.frame().crop(rect).expect("inside");
+                if format.subsampled() {
+                    assert_eq!((used.x % 2, used.y % 2), (0, 0), "{format:?} {rect:?}");
+                    assert!(used.x + 1 >= rect.x && used.y + 1 >= rect.y);
+                    assert_eq!(used.x + used.width, rect.x + rect.width);
+                    assert_eq!(used.y + used.height, rect.y + rect.height);
+                } else {
+                    assert_eq!(used, rect);
+                }
+                let copy = cropped_copy(format, used, &rgb);
+                let norm = Normalize::default();
+                let mut p = Preprocessor::new(s, norm, ResizeMode::Stretch);
+                let mut got = vec![0.0; s.len()];
+                p.run(&view, SlotMut::F32(&mut got)).expect("crop");
+                let want = run_f32(s, norm, ResizeMode::Stretch, &copy);
+                // The copy takes each 2×2 block's chroma from its own top-left pixel, which
+                // (on an even origin) is the frame's block: the tensors must be equal.
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-5,
+                        "{format:?} {rect:?} value {i}: crop {g} vs copy {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crops_outside_the_frame_or_empty_are_errors() {
+        let frame = TestFrame::solid(PixelFormat::Rgb, 20, 10, 0, [1, 2, 3]);
+        let f = frame.frame();
+        for rect in [
+            Rect {
+                x: 0,
+                y: 0,
+                width: 0,
+                height: 5,
+            },
+            Rect {
+                x: 0,
+                y: 0,
+                width: 5,
+                height: 0,
+            },
+            Rect {
+                x: 16,
+                y: 0,
+                width: 5,
+                height: 5,
+            },
+            Rect {
+                x: 0,
+                y: 6,
+                width: 5,
+                height: 5,
+            },
+            Rect {
+                x: usize::MAX,
+                y: 0,
+                width: 2,
+                height: 2,
+            },
+            Rect {
+                x: 0,
+                y: 20,
+                width: 1,
+                height: 1,
+            },
+        ] {
+            let err = f.crop(rect).err().expect("refused");
+            assert!(
+                err.to_string().contains("not inside the 20x10 frame"),
+                "{err}"
+            );
+        }
+        // A plane shorter than its declared rows is reported, not read past its end.
+        let short = Frame {
+            planes: [&frame.planes[0][..30], &[], &[]],
+            ..f
+        };
+        let err = short
+            .crop(Rect {
+                x: 0,
+                y: 5,
+                width: 2,
+                height: 2,
+            })
+            .err()
+            .expect("refused");
+        assert!(matches!(err, PreprocessError::CropPlane { .. }), "{err}");
     }
 
     #[test]

@@ -6,25 +6,74 @@ use std::time::{Duration, Instant};
 
 use crate::lane::Inferred;
 use crate::meta::FrameResult;
+use crate::roi::Latest;
 use crate::scores::Scorer;
 
-/// Frame numbering and the latest result of one stream. A flush starts both afresh.
+/// Frame numbering and the latest result of one stream (of each tracked object with
+/// `target=roi`). A flush starts them afresh.
 #[derive(Debug)]
 pub struct StreamResults {
     scorer: Scorer,
     model: Arc<str>,
     last: Option<FrameResult>,
+    objects: Latest<FrameResult>,
     frames_out: u64,
 }
 
 impl StreamResults {
-    pub fn new(scorer: Scorer, model: &str) -> Self {
+    /// `reclassify_interval`: how long tracked objects go without being classified (it
+    /// bounds how long their results are kept).
+    pub fn new(scorer: Scorer, model: &str, reclassify_interval: u32) -> Self {
         Self {
             scorer,
             model: Arc::from(model),
             last: None,
+            objects: Latest::new(reclassify_interval),
             frames_out: 0,
         }
+    }
+
+    fn score(&mut self, answer: &Inferred, frame: u64) -> Option<FrameResult> {
+        self.scorer
+            .classify(&answer.scores)
+            .map(|classification| FrameResult {
+                model: self.model.clone(),
+                classification,
+                inference_ns: answer.took.as_nanos().try_into().unwrap_or(u64::MAX),
+                batch_size: answer.batch_fill.try_into().unwrap_or(u32::MAX),
+                reused: false,
+                frame,
+            })
+    }
+
+    /// Starts a frame whose regions are classified; returns its number.
+    pub fn regions_frame(&mut self) -> u64 {
+        self.objects.next_frame();
+        self.number()
+    }
+
+    /// A classified region of frame `frame`; its result is kept for its tracked object.
+    pub fn region(
+        &mut self,
+        answer: &Inferred,
+        frame: u64,
+        tracking_id: Option<u64>,
+    ) -> Option<FrameResult> {
+        let r = self.score(answer, frame)?;
+        if let Some(id) = tracking_id {
+            self.objects.store(id, r.clone());
+        }
+        Some(r)
+    }
+
+    /// A region of frame `frame` not classified again: its object's latest result, marked
+    /// reused.
+    pub fn region_reused(&mut self, frame: u64, tracking_id: u64) -> Option<FrameResult> {
+        self.objects.get(tracking_id).map(|mut r| {
+            r.reused = true;
+            r.frame = frame;
+            r
+        })
     }
 
     /// The next frame's number (frames are numbered as they leave, from 0).
@@ -37,17 +86,7 @@ impl StreamResults {
     /// A classified frame's result; `None` when the scores are unusable (no class).
     pub fn classified(&mut self, answer: &Inferred) -> Option<FrameResult> {
         let frame = self.number();
-        let r = self
-            .scorer
-            .classify(&answer.scores)
-            .map(|classification| FrameResult {
-                model: self.model.clone(),
-                classification,
-                inference_ns: answer.took.as_nanos().try_into().unwrap_or(u64::MAX),
-                batch_size: answer.batch_fill.try_into().unwrap_or(u32::MAX),
-                reused: false,
-                frame,
-            });
+        let r = self.score(answer, frame);
         self.last.clone_from(&r);
         r
     }
@@ -65,6 +104,7 @@ impl StreamResults {
     /// After a flush: numbering restarts at 0 and no earlier result is reused.
     pub fn reset(&mut self) {
         self.last = None;
+        self.objects.reset();
         self.frames_out = 0;
     }
 }
@@ -74,6 +114,10 @@ impl StreamResults {
 pub struct StreamStats {
     pub frames: u64,
     pub classified: u64,
+    /// Regions classified (`target=roi`).
+    pub regions: u64,
+    /// Regions that reused their object's result (`reclassify-interval`).
+    pub regions_reused: u64,
     /// Engine runs that held frames of this stream.
     pub batches: u64,
     pub inference_total: Duration,
@@ -91,12 +135,28 @@ impl StreamStats {
         self.last_frame = Some(now);
         if let Some(a) = answer {
             self.classified += 1;
-            if self.last_run != Some(a.run) {
-                self.last_run = Some(a.run);
-                self.batches += 1;
-                self.inference_total += a.took;
-                self.inference_max = self.inference_max.max(a.took);
-            }
+            self.run(a);
+        }
+    }
+
+    /// A frame of regions left at `now`, with the answers of its classified regions and the
+    /// number of regions that reused a result. It counts as classified when it had any.
+    pub fn count_regions(&mut self, answers: &[&Inferred], reused: usize, now: Instant) {
+        self.count(None, now);
+        self.classified += u64::from(!answers.is_empty());
+        self.regions += answers.len() as u64;
+        self.regions_reused += reused as u64;
+        for a in answers {
+            self.run(a);
+        }
+    }
+
+    fn run(&mut self, a: &Inferred) {
+        if self.last_run != Some(a.run) {
+            self.last_run = Some(a.run);
+            self.batches += 1;
+            self.inference_total += a.took;
+            self.inference_max = self.inference_max.max(a.took);
         }
     }
 
@@ -125,7 +185,11 @@ mod tests {
 
     fn results() -> StreamResults {
         let labels = ["a".to_string(), "b".to_string()];
-        StreamResults::new(Scorer::new(ScoreKind::Probabilities, &labels, 1, 0.0), "m")
+        StreamResults::new(
+            Scorer::new(ScoreKind::Probabilities, &labels, 1, 0.0),
+            "m",
+            1,
+        )
     }
 
     fn answer(scores: [f32; 2], run: u64) -> Inferred {
@@ -153,6 +217,39 @@ mod tests {
         assert!(r.reused().is_none(), "a flush forgets the latest result");
         let c = r.classified(&answer([0.2, 0.8], 2)).expect("result");
         assert_eq!((c.frame, &*c.classification.best.label), (1, "b"));
+    }
+
+    #[test]
+    fn tracked_regions_reuse_their_objects_result() {
+        let mut r = results();
+        let f = r.regions_frame();
+        let a = r
+            .region(&answer([0.9, 0.1], 1), f, Some(7))
+            .expect("result");
+        let b = r.region(&answer([0.2, 0.8], 1), f, None).expect("result");
+        assert_eq!((a.frame, &*a.classification.best.label), (0, "a"));
+        assert_eq!(&*b.classification.best.label, "b");
+        let f = r.regions_frame();
+        let again = r.region_reused(f, 7).expect("object 7 has a result");
+        assert!(again.reused);
+        assert_eq!((again.frame, &*again.classification.best.label), (1, "a"));
+        assert!(
+            r.region_reused(f, 8).is_none(),
+            "object 8 was never classified"
+        );
+        r.reset();
+        assert!(r.region_reused(f, 7).is_none(), "a flush forgets objects");
+    }
+
+    #[test]
+    fn stats_count_regions_and_their_runs() {
+        let mut s = StreamStats::default();
+        let t0 = Instant::now();
+        let (a, b) = (answer([1.0, 0.0], 1), answer([1.0, 0.0], 2));
+        s.count_regions(&[&a, &a, &b], 1, t0);
+        s.count_regions(&[], 2, t0);
+        assert_eq!((s.frames, s.classified, s.batches), (2, 1, 2));
+        assert_eq!((s.regions, s.regions_reused), (3, 3));
     }
 
     #[test]

@@ -18,14 +18,15 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::video;
-use super::{ChannelChoice, ProviderChoice, ResizeChoice, ScoresChoice};
+use super::{ChannelChoice, ProviderChoice, ResizeChoice, ScoresChoice, TargetChoice};
 use crate::contract::{ScoreKind, read_labels_file};
 use crate::engine::{self, Engine, EngineSettings};
-use crate::lane::{Deliver, Lane, Ready, held_buffers};
+use crate::lane::{self, Deliver, Lane, Ready, held_buffers};
 use crate::meta::{self, FrameResult};
 use crate::model::{self, Overrides, Provider, RunnerConfig};
 use crate::preprocess::{ChannelOrder, PixelFormat, Preprocessor, ResizeMode, YuvColor};
 use crate::results::{StreamResults, StreamStats};
+use crate::roi::{self, Region};
 use crate::scores::Scorer;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -65,6 +66,11 @@ struct Settings {
     std: Option<[f32; 3]>,
     scores: ScoresChoice,
     post_messages: bool,
+    target: TargetChoice,
+    object_class: String,
+    min_roi_size: u32,
+    roi_padding: f64,
+    reclassify_interval: u32,
 }
 
 impl Default for Settings {
@@ -93,6 +99,11 @@ impl Default for Settings {
             std: None,
             scores: ScoresChoice::Model,
             post_messages: false,
+            target: TargetChoice::Frame,
+            object_class: String::new(),
+            min_roi_size: 0,
+            roi_padding: 0.0,
+            reclassify_interval: 1,
         }
     }
 }
@@ -147,7 +158,24 @@ impl Settings {
     }
 }
 
-type FrameLane = Lane<gst::Buffer, gst::Event>;
+/// A region of the frame and whether it is classified on this frame (else it reuses its
+/// tracked object's latest result).
+struct Target {
+    region: Region,
+    /// The pixels it is classified from (padded, inside the frame).
+    rect: crate::preprocess::Rect,
+    classify: bool,
+}
+
+/// A queued frame: with `target=roi`, its regions in the order their tickets were given.
+type Queued = (gst::Buffer, Vec<Target>);
+type FrameLane = Lane<Queued, gst::Event>;
+
+/// What `target=roi` keeps on the streaming thread.
+struct RegionMode {
+    filter: roi::Filter,
+    reclassify: roi::Reclassify,
+}
 
 /// The engine this element is attached to and its lane in it, while running.
 #[derive(Clone)]
@@ -164,6 +192,8 @@ struct Stream {
     format: Option<(gst_video::VideoInfo, PixelFormat, YuvColor)>,
     frames_seen: u64,
     interval: u64,
+    /// `Some` with `target=roi`.
+    regions: Option<RegionMode>,
 }
 
 pub struct VisionClassify {
@@ -217,9 +247,15 @@ impl VisionClassify {
             "frame {:?} classify={classify}",
             buffer.pts()
         );
+        if lock(&self.stream)
+            .as_ref()
+            .is_some_and(|s| s.regions.is_some())
+        {
+            return self.chain_regions(&run, buffer, classify);
+        }
         if !classify {
             run.lane
-                .push_reuse(buffer)
+                .push_reuse((buffer, Vec::new()))
                 .map_err(|_| gst::FlowError::Flushing)?;
             return *lock(&self.flow);
         }
@@ -268,12 +304,122 @@ impl VisionClassify {
             );
             return Err(gst::FlowError::Error);
         }
-        match run.lane.push_classified(buffer) {
+        match run.lane.push_classified((buffer, Vec::new())) {
             Ok(ticket) => run.engine.submit(&run.deliver, ticket, slot),
             Err(_) => {
                 run.engine.release(slot);
                 return Err(gst::FlowError::Flushing);
             }
+        }
+        *lock(&self.flow)
+    }
+
+    /// `target=roi`: the frame's regions that pass the filters are cropped, preprocessed and
+    /// submitted one by one (a frame with more regions than a batch spans several batches);
+    /// the frame leaves when all of them are answered, at once when it has none.
+    fn chain_regions(
+        &self,
+        run: &Running,
+        buffer: gst::Buffer,
+        classify: bool,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (info, pixel_format, yuv, targets) = {
+            let mut stream = lock(&self.stream);
+            let Some(Stream {
+                format: Some((info, pixel_format, yuv)),
+                regions: Some(mode),
+                ..
+            }) = stream.as_mut()
+            else {
+                return Err(gst::FlowError::Flushing);
+            };
+            mode.reclassify.next_frame();
+            let mut targets = Vec::new();
+            for region in meta::regions(buffer.as_ref()) {
+                match roi::place(&region, info.width(), info.height(), &mode.filter) {
+                    Ok(rect) => {
+                        let classify = classify && mode.reclassify.due(region.tracking_id);
+                        targets.push(Target {
+                            region,
+                            rect,
+                            classify,
+                        });
+                    }
+                    Err(skip) if skip.is_malformed() => gst::warning!(
+                        CAT,
+                        imp = self,
+                        "frame {:?}: region {region:?} skipped ({skip:?}: no pixel of the {}x{} frame)",
+                        buffer.pts(),
+                        info.width(),
+                        info.height()
+                    ),
+                    Err(skip) => gst::log!(CAT, imp = self, "region {region:?}: {skip:?}"),
+                }
+            }
+            (info.clone(), *pixel_format, *yuv, targets)
+        };
+        let rects: Vec<_> = targets
+            .iter()
+            .filter(|t| t.classify)
+            .map(|t| t.rect)
+            .collect();
+        gst::log!(
+            CAT,
+            imp = self,
+            "frame {:?}: {} regions, {} to classify",
+            buffer.pts(),
+            targets.len(),
+            rects.len()
+        );
+        if !run.lane.reserve() {
+            return Err((*lock(&self.flow))
+                .err()
+                .unwrap_or(gst::FlowError::Flushing));
+        }
+        // A second reference to map the frame while the lane holds the first; dropped before
+        // the last region is submitted, so the frame is writable again when it leaves.
+        let pixels = buffer.clone();
+        let first = run
+            .lane
+            .push_regions((buffer, targets), rects.len())
+            .map_err(|_| gst::FlowError::Flushing)?;
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(pixels.as_ref(), &info)
+            .map_err(|e| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("cannot map the frame: {e}")
+                );
+                gst::FlowError::Error
+            })?;
+        let view = video::frame_view(&frame, pixel_format, yuv);
+        let mut last = None;
+        for (i, rect) in rects.iter().enumerate() {
+            let ticket = first + i as u64;
+            let mut slot = run
+                .engine
+                .acquire(&run.deliver)
+                .ok_or(gst::FlowError::Flushing)?;
+            let result = match lock(&self.stream).as_mut() {
+                None => Err("element stopped".to_string()),
+                Some(stream) => view
+                    .crop(*rect)
+                    .and_then(|(crop, _)| stream.preprocessor.run(&crop, slot.as_mut()))
+                    .map_err(|e| format!("cannot preprocess region {rect:?}: {e}")),
+            };
+            match result {
+                Err(reason) => {
+                    run.engine.release(slot);
+                    run.deliver.deliver(ticket, Err(reason));
+                }
+                Ok(()) if i + 1 == rects.len() => last = Some((ticket, slot)),
+                Ok(()) => run.engine.submit(&run.deliver, ticket, slot),
+            }
+        }
+        drop(frame);
+        drop(pixels);
+        if let Some((ticket, slot)) = last {
+            run.engine.submit(&run.deliver, ticket, slot);
         }
         *lock(&self.flow)
     }
@@ -299,6 +445,9 @@ impl VisionClassify {
                 }
                 if let Some(stream) = lock(&self.stream).as_mut() {
                     stream.frames_seen = 0;
+                    if let Some(mode) = &mut stream.regions {
+                        mode.reclassify.reset();
+                    }
                 }
                 if let Some(output) = lock(&self.output).as_mut() {
                     output.reset();
@@ -464,12 +613,15 @@ impl VisionClassify {
                 }
                 Ok(gst::FlowSuccess::Ok)
             }
-            Ready::Reuse(buffer) => {
+            Ready::Regions((buffer, targets), answers) => {
+                self.push_regions(buffer, targets, answers)
+            }
+            Ready::Reuse((buffer, _)) => {
                 let result = lock(&self.output).as_mut().and_then(|o| o.reused());
                 lock(&self.stats).count(None, Instant::now());
                 self.push_with_result(buffer, result.as_ref())
             }
-            Ready::Classified(buffer, Err(reason)) => {
+            Ready::Classified((buffer, _), Err(reason)) => {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Failed,
@@ -478,7 +630,7 @@ impl VisionClassify {
                 drop(buffer);
                 Err(gst::FlowError::Error)
             }
-            Ready::Classified(buffer, Ok(answer)) => {
+            Ready::Classified((buffer, _), Ok(answer)) => {
                 let result = lock(&self.output)
                     .as_mut()
                     .and_then(|o| o.classified(&answer));
@@ -542,15 +694,97 @@ impl VisionClassify {
                 gst::warning!(CAT, imp = self, "cannot attach analytics meta: {e}");
             }
             if !r.reused && self.post_messages.load(Ordering::SeqCst) {
-                self.post_result(&buffer, r);
+                self.post_result(&buffer, r, None);
             }
         }
         self.srcpad.push(buffer)
     }
 
-    fn post_result(&self, buffer: &gst::Buffer, r: &FrameResult) {
+    /// A frame of regions: each classified region gets its result, each tracked region not
+    /// classified on this frame its object's latest one; then the frame is pushed.
+    fn push_regions(
+        &self,
+        mut buffer: gst::Buffer,
+        targets: Vec<Target>,
+        answers: Vec<lane::Outcome>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut answers = answers.into_iter();
+        let mut results = Vec::new();
+        let mut inferred = Vec::new();
+        let mut reused = 0;
+        let mut failure = None;
+        {
+            let mut output = lock(&self.output);
+            let Some(output) = output.as_mut() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            let frame = output.regions_frame();
+            for t in targets {
+                let result = if t.classify {
+                    match answers.next() {
+                        Some(Ok(a)) => {
+                            let r = output.region(&a, frame, t.region.tracking_id);
+                            inferred.push(a);
+                            r
+                        }
+                        Some(Err(reason)) => {
+                            failure = Some(reason);
+                            break;
+                        }
+                        None => None,
+                    }
+                } else {
+                    let r = t
+                        .region
+                        .tracking_id
+                        .and_then(|id| output.region_reused(frame, id));
+                    reused += usize::from(r.is_some());
+                    r
+                };
+                if let Some(r) = result {
+                    results.push((t.region, r));
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            gst::element_imp_error!(
+                self,
+                gst::LibraryError::Failed,
+                ("inference failed: {reason}")
+            );
+            return Err(gst::FlowError::Error);
+        }
+        let refs: Vec<&lane::Inferred> = inferred.iter().collect();
+        lock(&self.stats).count_regions(&refs, reused, Instant::now());
+        if !results.is_empty() {
+            let writable = buffer.make_mut();
+            for (region, r) in &results {
+                if !meta::write_object(writable, region, r) {
+                    gst::warning!(CAT, imp = self, "region {region:?} left the buffer");
+                }
+            }
+            if self.post_messages.load(Ordering::SeqCst) {
+                for (region, r) in results.iter().filter(|(_, r)| !r.reused) {
+                    self.post_result(&buffer, r, Some(region));
+                }
+            }
+        }
+        self.srcpad.push(buffer)
+    }
+
+    fn post_result(&self, buffer: &gst::Buffer, r: &FrameResult, region: Option<&Region>) {
         let mut s = gst::Structure::new_empty("visionclassify");
         meta::fill_structure(&mut s, r);
+        if let Some(region) = region {
+            s.set("roi-type", region.label.as_str());
+            s.set("roi-x", region.x);
+            s.set("roi-y", region.y);
+            s.set("roi-width", region.w);
+            s.set("roi-height", region.h);
+            if let Some(id) = region.tracking_id {
+                s.set("object-id", id);
+            }
+        }
         s.set("timestamp", buffer.pts());
         let segment = self.srcpad.sticky_event::<gst::event::Segment>(0);
         if let (Some(seg), Some(pts)) = (segment, buffer.pts())
@@ -575,6 +809,8 @@ impl VisionClassify {
         gst::Structure::builder("visionclassify-stats")
             .field("frames", s.frames)
             .field("classified", s.classified)
+            .field("regions", s.regions)
+            .field("regions-reused", s.regions_reused)
             .field("batches", s.batches)
             .field("mean-inference-ms", s.mean_inference_ms())
             .field("max-inference-ms", s.inference_max.as_secs_f64() * 1000.0)
@@ -702,6 +938,14 @@ impl VisionClassify {
             format: None,
             frames_seen: 0,
             interval: settings.inference_interval.clamp(1, MAX_INTERVAL).into(),
+            regions: (settings.target == TargetChoice::Roi).then(|| RegionMode {
+                filter: roi::Filter {
+                    classes: roi::Filter::parse_classes(&settings.object_class),
+                    min_size: settings.min_roi_size,
+                    padding: settings.roi_padding,
+                },
+                reclassify: roi::Reclassify::new(settings.reclassify_interval),
+            }),
         });
         *lock(&self.output) = Some(StreamResults::new(
             Scorer::new(
@@ -711,6 +955,7 @@ impl VisionClassify {
                 settings.threshold as f32,
             ),
             &spec.name,
+            settings.reclassify_interval,
         ));
         *lock(&self.running) = Some(Running {
             engine,
@@ -1040,9 +1285,40 @@ impl ObjectImpl for VisionClassify {
                     .default_value(false)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("target", TargetChoice::Frame)
+                    .nick("Target")
+                    .blurb("What is classified: the whole frame (result in VisionClassificationMeta), or each region of interest a detector attached as GstVideoRegionOfInterestMeta (facedetect, DL Streamer, DeepStream-style detectors): each region is cropped from the frame in its own format, classified, and gets its result as a param structure named \"visionclassify\" (the frame meta's fields) on its GstVideoRegionOfInterestMeta. The regions of a frame and of consecutive frames (and of other streams sharing the engine) fill the same batches; a frame without regions passes without waiting")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("object-class")
+                    .nick("Object classes")
+                    .blurb("target=roi: comma-separated region types to classify (the meta's roi-type, e.g. \"face,person\"); empty = every region")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-roi-size")
+                    .nick("Minimum region size")
+                    .blurb("target=roi: regions narrower or shorter than this many pixels (inside the frame) are not classified")
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("roi-padding")
+                    .nick("Region padding")
+                    .blurb("target=roi: each side of a region moves out by this fraction of its width (left, right) or height (top, bottom) before cropping, clamped to the frame; 0.1 gives 20% more context each way")
+                    .minimum(0.0)
+                    .maximum(10.0)
+                    .default_value(0.0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("reclassify-interval")
+                    .nick("Reclassify interval")
+                    .blurb("target=roi: a tracked object (region param \"object_id\" with an integer field \"id\", as DL Streamer's gvatrack writes) is classified when first seen and then every Nth frame; in between it carries its latest result, marked reused. 0 or 1 = every frame. Untracked regions are classified on every frame")
+                    .maximum(MAX_INTERVAL)
+                    .default_value(1)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Read-only. This stream: frames, classified, batches (runs that held its frames), mean-inference-ms, max-inference-ms, fps, queued. Its engine (all streams sharing it): engine-id, engine-streams, engine-batches, engine-frames, engine-mean-fill (frames per run), engine-queued (frames waiting for a batch), engine-waiting-streams (streams waiting for a place: at most 2 x batch-size frames are admitted at once), engine-slots (preprocessed-frame tensors allocated)")
+                    .blurb("Read-only. This stream: frames, classified, regions (target=roi: regions classified), regions-reused (tracked regions that carried an earlier result), batches (runs that held its frames), mean-inference-ms, max-inference-ms, fps, queued. Its engine (all streams sharing it): engine-id, engine-streams, engine-batches, engine-frames, engine-mean-fill (frames per run), engine-queued (frames waiting for a batch), engine-waiting-streams (streams waiting for a place: at most 2 x batch-size frames are admitted at once), engine-slots (preprocessed-frame tensors allocated)")
                     .read_only()
                     .build(),
             ]
@@ -1091,6 +1367,17 @@ impl ObjectImpl for VisionClassify {
                 }
             },
             "scores" => s.scores = value.get().unwrap_or_default(),
+            "target" => s.target = value.get().unwrap_or_default(),
+            "object-class" => {
+                s.object_class = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            }
+            "min-roi-size" => s.min_roi_size = value.get().unwrap_or(0),
+            "roi-padding" => s.roi_padding = value.get().unwrap_or(0.0),
+            "reclassify-interval" => s.reclassify_interval = value.get().unwrap_or(1),
             "post-messages" => {
                 s.post_messages = value.get().unwrap_or(false);
                 self.post_messages.store(s.post_messages, Ordering::SeqCst);
@@ -1129,6 +1416,11 @@ impl ObjectImpl for VisionClassify {
             "std" => triple_value(&s.std).to_value(),
             "scores" => s.scores.to_value(),
             "post-messages" => s.post_messages.to_value(),
+            "target" => s.target.to_value(),
+            "object-class" => s.object_class.to_value(),
+            "min-roi-size" => s.min_roi_size.to_value(),
+            "roi-padding" => s.roi_padding.to_value(),
+            "reclassify-interval" => s.reclassify_interval.to_value(),
             name => unimplemented!("property {name}"),
         }
     }

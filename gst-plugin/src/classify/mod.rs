@@ -72,6 +72,21 @@ pub enum ChannelChoice {
     Bgr = 2,
 }
 
+/// `target`: what is classified.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstVisionClassifyTarget")]
+pub enum TargetChoice {
+    #[default]
+    #[enum_value(name = "The whole frame", nick = "frame")]
+    Frame = 0,
+    #[enum_value(
+        name = "Each region of interest a detector attached (GstVideoRegionOfInterestMeta)",
+        nick = "roi"
+    )]
+    Roi = 1,
+}
+
 /// `scores`: what the model's output holds.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
