@@ -1849,7 +1849,7 @@ mod tests {
         let rgb = |x: usize, y: usize| {
             [
                 (x * 7 + y * 3) as u8,
-                (x * 13 ^ y * 5) as u8,
+                ((x * 13) ^ (y * 5)) as u8,
                 ((x / 3 + y / 2) * 29) as u8,
             ]
         };

@@ -71,7 +71,7 @@ impl Skip {
 
 /// The pixels `region` is classified from in a `width`×`height` frame, or why it is not.
 pub fn place(region: &Region, width: u32, height: u32, filter: &Filter) -> Result<Rect, Skip> {
-    if !filter.classes.is_empty() && !filter.classes.iter().any(|c| *c == region.label) {
+    if !filter.classes.is_empty() && !filter.classes.contains(&region.label) {
         return Err(Skip::Class);
     }
     if region.w <= 0 || region.h <= 0 {
