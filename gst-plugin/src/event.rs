@@ -12,6 +12,11 @@
 //!   `below_threshold`, `reused`, and for the modes `change` and `summary` the fields
 //!   `previous_label` and `summary`.
 //!
+//! With `visionclassify target=roi` an event holds one entry of `objects` per classified
+//! region, as `gvametaconvert` writes detections: `x`, `y`, `w`, `h` (pixels), `detection`
+//! (`bounding_box` normalised to 0..1, the detector's `label` and `confidence`), `id` (the
+//! tracking id) and `roi_type`, plus the classification fields above.
+//!
 //! `gst-plugin/schema/event.schema.json` and `health.schema.json` are the JSON Schemas; the
 //! tests validate every published message against them. Nothing here knows GStreamer or MQTT.
 
@@ -25,7 +30,7 @@ use crate::meta::FrameResult;
 
 /// Version of the event and health message format. The major number changes when a field is
 /// removed or changes meaning; new optional fields raise the minor number.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// Name of the full-frame attribute in `objects[0]` (DL Streamer names an attribute after the
 /// model-proc `attribute_name` or the output layer).
@@ -119,6 +124,23 @@ impl Observation {
         let best = self.classes.first()?;
         (best.confidence >= min_confidence).then_some(best)
     }
+}
+
+/// A region of a frame (`visionclassify target=roi`) and its classification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    /// The detector's box in pixels (as on the meta: it may reach past the frame's edge).
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+    /// The detector's label (the region's type), empty when it gave none.
+    pub label: String,
+    /// The detector's confidence, when it wrote one.
+    pub confidence: Option<f32>,
+    /// The tracker's id of the object.
+    pub id: Option<u64>,
+    pub observation: Observation,
 }
 
 /// Where and when a frame was seen.
@@ -224,13 +246,40 @@ impl From<&Class> for ClassEntry {
     }
 }
 
-/// The full-frame object of an event.
+/// A box normalised to the frame (0..1), as `gvametaconvert` writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BoundingBox {
+    pub x_min: f64,
+    pub y_min: f64,
+    pub x_max: f64,
+    pub y_max: f64,
+}
+
+/// What the detector said about a region (`gvametaconvert`'s `detection`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub bounding_box: BoundingBox,
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+}
+
+/// An object of an event: the full frame, or (`target=roi`) a region.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameObject {
     pub x: u32,
     pub y: u32,
     pub w: u32,
     pub h: u32,
+    /// A region's detection; absent for the full-frame object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<Detection>,
+    /// A region's tracking id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// A region's type (the detector's label), as `gvametaconvert`'s `roi_type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roi_type: Option<String>,
     /// The frame's label; absent when it is below the threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification: Option<Attribute>,
@@ -357,7 +406,32 @@ pub struct EventBuilder {
     sequence: u64,
     /// `change` mode: the label of the last published event (`Some(None)`: no label).
     last_label: Option<Option<Arc<str>>>,
+    /// `change` mode with regions: the label of each object in the last published event.
+    last_objects: BTreeMap<ObjectKey, Option<Arc<str>>>,
     window: Option<Window>,
+}
+
+/// How an object is recognised from frame to frame: its tracking id, else its type and its
+/// place among the untracked objects of that type in the frame.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum ObjectKey {
+    Tracked(u64),
+    Untracked(String, usize),
+}
+
+fn object_keys(regions: &[Region]) -> Vec<ObjectKey> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    regions
+        .iter()
+        .map(|r| match r.id {
+            Some(id) => ObjectKey::Tracked(id),
+            None => {
+                let n = seen.entry(r.label.as_str()).or_default();
+                *n += 1;
+                ObjectKey::Untracked(r.label.clone(), *n - 1)
+            }
+        })
+        .collect()
 }
 
 impl EventBuilder {
@@ -367,6 +441,7 @@ impl EventBuilder {
             policy,
             sequence: 0,
             last_label: None,
+            last_objects: BTreeMap::new(),
             window: None,
         }
     }
@@ -398,8 +473,89 @@ impl EventBuilder {
                 let previous = self.last_label.replace(key).flatten();
                 Some(self.frame_event(ctx, obs, label.as_ref(), previous))
             }
-            PublishMode::Summary => self.summarise(ctx, obs),
+            PublishMode::Summary => self.summarise(ctx, &[obs]),
         }
+    }
+
+    /// The events a frame of classified regions causes (`visionclassify target=roi`):
+    /// `all`: one event per frame where some object has a label; `change`: one when an
+    /// object's label differs from the last published one for that object (or the object
+    /// is new); `summary`: each object's label counts in the window. The event holds every
+    /// classified region of the frame, those without label marked `below_threshold`.
+    pub fn regions(&mut self, ctx: &FrameContext, regions: &[Region]) -> Option<Event> {
+        if regions.is_empty() {
+            return None;
+        }
+        let min = self.policy.min_confidence;
+        match self.policy.mode {
+            PublishMode::All => {
+                regions
+                    .iter()
+                    .find(|r| r.observation.label(min).is_some())?;
+                Some(self.regions_event(ctx, regions))
+            }
+            PublishMode::Change => {
+                let now: BTreeMap<ObjectKey, Option<Arc<str>>> = object_keys(regions)
+                    .into_iter()
+                    .zip(regions)
+                    .map(|(k, r)| (k, r.observation.label(min).map(|c| c.label.clone())))
+                    .collect();
+                let changed = now
+                    .iter()
+                    .any(|(k, label)| self.last_objects.get(k) != Some(label));
+                // Objects that left are forgotten: one coming back is news again.
+                self.last_objects = now;
+                changed.then(|| self.regions_event(ctx, regions))
+            }
+            PublishMode::Summary => {
+                let observations: Vec<&Observation> =
+                    regions.iter().map(|r| &r.observation).collect();
+                self.summarise(ctx, &observations)
+            }
+        }
+    }
+
+    fn regions_event(&mut self, ctx: &FrameContext, regions: &[Region]) -> Event {
+        let (fw, fh) = ctx.resolution.map_or((0, 0), |r| (r.width, r.height));
+        let norm = |v: u32, size: u32| {
+            if size == 0 {
+                0.0
+            } else {
+                (f64::from(v) / f64::from(size)).clamp(0.0, 1.0)
+            }
+        };
+        let objects = regions
+            .iter()
+            .map(|r| {
+                let label = r.observation.label(self.policy.min_confidence).cloned();
+                let mut o = self.object(&r.observation, label.as_ref(), r.w, r.h);
+                o.x = r.x;
+                o.y = r.y;
+                o.detection = Some(Detection {
+                    bounding_box: BoundingBox {
+                        x_min: norm(r.x, fw),
+                        y_min: norm(r.y, fh),
+                        x_max: norm(r.x.saturating_add(r.w), fw),
+                        y_max: norm(r.y.saturating_add(r.h), fh),
+                    },
+                    label: r.label.clone(),
+                    confidence: r.confidence,
+                });
+                o.id = r.id;
+                o.roi_type = Some(r.label.clone());
+                o
+            })
+            .collect();
+        let model = regions[0].observation.model.clone();
+        let mut event = self.envelope(
+            &model,
+            ctx.timestamp,
+            ctx.resolution,
+            ctx.system_time,
+            objects,
+        );
+        event.frame = regions[0].observation.frame;
+        event
     }
 
     /// Ends the current summary window (end of stream, stop): its event, if it saw frames.
@@ -446,11 +602,29 @@ impl EventBuilder {
         previous: Option<Arc<str>>,
     ) -> Event {
         let (w, h) = ctx.resolution.map_or((0, 0), |r| (r.width, r.height));
-        let object = FrameObject {
+        let object = self.object(obs, label, w, h);
+        let mut event = self.envelope(
+            &obs.model,
+            ctx.timestamp,
+            ctx.resolution,
+            ctx.system_time,
+            vec![object],
+        );
+        event.frame = obs.frame;
+        event.previous_label = previous.map(|p| p.to_string());
+        event
+    }
+
+    /// The object of an observation, at 0, 0 with size `w`×`h`.
+    fn object(&self, obs: &Observation, label: Option<&Class>, w: u32, h: u32) -> FrameObject {
+        FrameObject {
             x: 0,
             y: 0,
             w,
             h,
+            detection: None,
+            id: None,
+            roi_type: None,
             classification: label.map(|c| Attribute {
                 label: c.label.to_string(),
                 label_id: c.id,
@@ -468,20 +642,13 @@ impl EventBuilder {
             below_threshold: label.is_none(),
             reused: obs.reused,
             best: label.is_none().then(|| ClassEntry::from(&obs.best)),
-        };
-        let mut event = self.envelope(
-            &obs.model,
-            ctx.timestamp,
-            ctx.resolution,
-            ctx.system_time,
-            vec![object],
-        );
-        event.frame = obs.frame;
-        event.previous_label = previous.map(|p| p.to_string());
-        event
+        }
     }
 
-    fn summarise(&mut self, ctx: &FrameContext, obs: &Observation) -> Option<Event> {
+    /// Counts a frame in the summary window: its observation (the frame), or one per
+    /// classified region.
+    fn summarise(&mut self, ctx: &FrameContext, observations: &[&Observation]) -> Option<Event> {
+        let obs = observations.first()?;
         let interval = (self.policy.summary_interval.as_nanos() as u64).max(1);
         let mut done = None;
         if let Some(w) = &self.window {
@@ -519,22 +686,24 @@ impl EventBuilder {
             resolution: ctx.resolution,
         });
         w.frames += 1;
-        w.reused += u64::from(obs.reused);
         w.model = obs.model.clone();
         w.resolution = ctx.resolution.or(w.resolution);
-        match obs.label(self.policy.min_confidence) {
-            None => w.below += 1,
-            Some(c) => {
-                let acc = w.labels.entry(c.label.clone()).or_insert(LabelAcc {
-                    id: c.id,
-                    min: f32::INFINITY,
-                    max: f32::NEG_INFINITY,
-                    ..LabelAcc::default()
-                });
-                acc.count += 1;
-                acc.sum += f64::from(c.confidence);
-                acc.min = acc.min.min(c.confidence);
-                acc.max = acc.max.max(c.confidence);
+        for obs in observations {
+            w.reused += u64::from(obs.reused);
+            match obs.label(self.policy.min_confidence) {
+                None => w.below += 1,
+                Some(c) => {
+                    let acc = w.labels.entry(c.label.clone()).or_insert(LabelAcc {
+                        id: c.id,
+                        min: f32::INFINITY,
+                        max: f32::NEG_INFINITY,
+                        ..LabelAcc::default()
+                    });
+                    acc.count += 1;
+                    acc.sum += f64::from(c.confidence);
+                    acc.min = acc.min.min(c.confidence);
+                    acc.max = acc.max.max(c.confidence);
+                }
             }
         }
         done
@@ -580,6 +749,9 @@ impl EventBuilder {
             below_threshold: labels.is_empty(),
             reused: false,
             best: None,
+            detection: None,
+            id: None,
+            roi_type: None,
         };
         let timestamp = w.first_timestamp.map(|_| w.start);
         let mut event = self.envelope(&w.model, timestamp, w.resolution, system_time, vec![object]);
@@ -855,6 +1027,18 @@ impl HealthTracker {
 
     pub fn record(&mut self, obs: &Observation) {
         self.record_frame();
+        self.result(obs);
+    }
+
+    /// A frame of classified regions: one frame, each region's result in the confidences.
+    pub fn record_regions<'a>(&mut self, observations: impl IntoIterator<Item = &'a Observation>) {
+        self.record_frame();
+        for obs in observations {
+            self.result(obs);
+        }
+    }
+
+    fn result(&mut self, obs: &Observation) {
         self.model = Some(obs.model.clone());
         if obs.reused {
             return;
@@ -990,6 +1174,114 @@ mod tests {
                 summary_interval: Duration::from_secs(1),
             },
         )
+    }
+
+    fn region(label: &str, id: Option<u64>, observation: Observation) -> Region {
+        Region {
+            x: 16,
+            y: 12,
+            w: 32,
+            h: 48,
+            label: label.into(),
+            confidence: id.map(|_| 0.75),
+            id,
+            observation,
+        }
+    }
+
+    #[test]
+    fn region_events_hold_one_gvametaconvert_object_per_region() {
+        let mut b = builder(PublishMode::All, 0.5);
+        let ev = b
+            .regions(
+                &ctx(7),
+                &[
+                    region("face", Some(3), obs("red", 0.9, true)),
+                    region("face", None, obs("green", 0.4, true)),
+                ],
+            )
+            .expect("an object has a label");
+        let v: serde_json::Value = serde_json::from_slice(&ev.to_json()).unwrap();
+        let o = &v["objects"];
+        assert_eq!(o.as_array().unwrap().len(), 2);
+        assert_eq!(
+            (o[0]["x"].as_u64(), o[0]["h"].as_u64()),
+            (Some(16), Some(48))
+        );
+        let bbox = &o[0]["detection"]["bounding_box"];
+        assert_eq!(bbox["x_min"], 0.25);
+        assert_eq!(bbox["y_min"], 0.25);
+        assert_eq!(bbox["x_max"], 0.75);
+        assert_eq!(bbox["y_max"], 1.0, "clamped to the frame");
+        assert_eq!(o[0]["detection"]["label"], "face");
+        assert_eq!(o[0]["detection"]["confidence"], 0.75);
+        assert_eq!(o[0]["id"], 3);
+        assert_eq!(o[0]["roi_type"], "face");
+        assert_eq!(o[0]["classification"]["label"], "red");
+        assert_eq!(o[1]["below_threshold"], true, "below min-confidence");
+        assert_eq!(o[1]["best"]["label"], "green");
+        assert!(o[1].get("id").is_none() && o[1]["detection"].get("confidence").is_none());
+        assert_eq!(ev.label(), Some("red"));
+        // No object with a label: nothing in `all` mode; no region: nothing at all.
+        assert!(
+            b.regions(&ctx(8), &[region("face", None, obs("red", 0.2, false))])
+                .is_none()
+        );
+        assert!(b.regions(&ctx(9), &[]).is_none());
+    }
+
+    #[test]
+    fn change_mode_with_regions_follows_each_object() {
+        let mut b = builder(PublishMode::Change, 0.5);
+        let red = || obs("red", 0.9, true);
+        let green = || obs("green", 0.9, true);
+        let mut published = Vec::new();
+        let frames = [
+            vec![region("car", Some(1), red())], // new: yes
+            vec![region("car", Some(1), red())], // same: no
+            vec![
+                region("car", Some(1), red()),
+                region("car", Some(2), green()),
+            ], // 2 new: yes
+            vec![
+                region("car", Some(2), green()),
+                region("car", Some(1), red()),
+            ], // reordered: no
+            vec![
+                region("car", Some(1), green()),
+                region("car", Some(2), green()),
+            ], // 1 changed
+            vec![region("car", Some(2), green())], // 1 left: no
+            vec![
+                region("car", Some(1), green()),
+                region("car", Some(2), green()),
+            ], // 1 back
+            vec![region("bus", None, red())],    // untracked
+            vec![region("bus", None, red())],    // same: no
+        ];
+        for (i, f) in frames.iter().enumerate() {
+            published.push(b.regions(&ctx(i as u64), f).is_some());
+        }
+        assert_eq!(
+            published,
+            [true, false, true, false, true, false, true, true, false]
+        );
+    }
+
+    #[test]
+    fn summary_mode_with_regions_counts_objects() {
+        let mut b = builder(PublishMode::Summary, 0.5);
+        let frame = [
+            region("car", Some(1), obs("red", 0.9, true)),
+            region("car", Some(2), obs("red", 0.7, true)),
+            region("car", Some(3), obs("green", 0.2, false)),
+        ];
+        assert!(b.regions(&ctx(0), &frame).is_none());
+        assert!(b.regions(&ctx(MS), &frame[..1]).is_none());
+        let ev = b.flush(&ctx(S)).expect("window");
+        let s = ev.summary.expect("summary");
+        assert_eq!((s.frames, s.below_threshold), (2, 1));
+        assert_eq!((s.labels[0].label.as_str(), s.labels[0].count), ("red", 3));
     }
 
     #[test]
@@ -1269,7 +1561,18 @@ mod tests {
             ..ctx(0)
         };
         events.extend(bare.frame(&no_caps, &obs("red", 0.9, true)));
-        assert_eq!(events.len(), 8);
+        let mut objects = builder(PublishMode::All, 0.5);
+        events.extend(objects.regions(
+            &ctx(0),
+            &[
+                region("face", Some(3), obs("red", 0.9, true)),
+                region("", None, obs("blue", 0.3, false)),
+            ],
+        ));
+        let mut objects = builder(PublishMode::Summary, 0.5);
+        objects.regions(&ctx(0), &[region("face", None, obs("red", 0.9, true))]);
+        events.extend(objects.flush(&ctx(S)));
+        assert_eq!(events.len(), 10);
         for e in &events {
             check(&event_schema, e.to_json());
         }

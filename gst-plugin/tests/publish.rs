@@ -823,5 +823,99 @@ fn readme_examples_follow_the_schemas() {
             *count += 1;
         }
     }
-    assert_eq!(checked, (2, 1), "examples found in the README");
+    assert_eq!(checked, (3, 1), "examples found in the README");
+}
+
+#[test]
+fn classified_regions_arrive_as_objects_with_boxes() {
+    let broker = Mosquitto::start(MosquittoConfig::anonymous());
+    let sub = Subscriber::start(SubscriberOptions::new(broker.port(), "sub-roi", "vision/#"));
+    let spool = tempdir();
+    init();
+    let mut h = Harness::new_parse(&format!(
+        "{} target=roi ! {}",
+        classify(),
+        publish(broker.port(), "cam-roi", spool.path(), "mode=change")
+    ));
+    h.set_src_caps_str(CAPS);
+    h.play();
+    // Left half red, right half green; object 7 on the left, then it moves right.
+    let frame = |i: u64, boxes: &[(u32, Option<i32>)]| {
+        let data: Vec<u8> = (0..64 * 48)
+            .flat_map(|p| if p % 64 < 32 { RED } else { GREEN })
+            .collect();
+        let mut b = gst::Buffer::from_mut_slice(data);
+        let bm = b.get_mut().expect("new buffer");
+        bm.set_pts(gst::ClockTime::from_mseconds(33 * i));
+        for (x, id) in boxes {
+            let mut m = gst_video::VideoRegionOfInterestMeta::add(bm, "person", (*x, 8, 24, 32));
+            if let Some(id) = id {
+                m.add_param(
+                    gst::Structure::builder("object_id")
+                        .field("id", *id)
+                        .build(),
+                );
+            }
+        }
+        b
+    };
+    let frames = [
+        frame(0, &[(4, Some(7))]),                // new object: event
+        frame(1, &[(4, Some(7))]),                // same label: none
+        frame(2, &[]),                            // no region: none
+        frame(3, &[(36, Some(7)), (4, Some(8))]), // 7 turned green, 8 new: event
+        frame(4, &[(36, Some(7)), (4, Some(8))]), // none
+    ];
+    for b in frames {
+        h.push(b).expect("push");
+        let out = h.pull().expect("pull");
+        assert!(gstvision::meta::read(&out).is_none());
+    }
+    h.push_event(gst::event::Eos::new());
+    drop(h);
+    let topic = "vision/cam-roi/classifications";
+    let got = wait_events(&sub, topic, 2, Duration::from_secs(10));
+    let ev = events(&got, topic);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    let objects = |e: &Value| -> Vec<(u64, String, f64)> {
+        e["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .map(|o| {
+                (
+                    o["id"].as_u64().expect("id"),
+                    o["classification"]["label"]
+                        .as_str()
+                        .expect("label")
+                        .to_owned(),
+                    o["detection"]["bounding_box"]["x_min"]
+                        .as_f64()
+                        .expect("box"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(objects(&ev[0]), [(7, "red".to_owned(), 4.0 / 64.0)]);
+    assert_eq!(
+        objects(&ev[1]),
+        [
+            (7, "green".to_owned(), 36.0 / 64.0),
+            (8, "red".to_owned(), 4.0 / 64.0)
+        ]
+    );
+    let o = &ev[0]["objects"][0];
+    assert_eq!(
+        (
+            o["x"].as_u64(),
+            o["y"].as_u64(),
+            o["w"].as_u64(),
+            o["h"].as_u64()
+        ),
+        (Some(4), Some(8), Some(24), Some(32))
+    );
+    assert_eq!(o["roi_type"], "person");
+    assert_eq!(o["detection"]["label"], "person");
+    assert_eq!(o["detection"]["bounding_box"]["y_max"], 40.0 / 48.0);
+    assert_eq!(ev[1]["frame"], 3);
 }

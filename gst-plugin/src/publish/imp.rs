@@ -536,8 +536,35 @@ impl VisionPublish {
         None
     }
 
+    /// The regions `visionclassify target=roi` classified on a buffer (regions without a
+    /// result are left out).
+    fn regions(buffer: &gst::BufferRef) -> Vec<event::Region> {
+        meta::objects(buffer)
+            .into_iter()
+            .filter_map(|o| {
+                let r = &o.region;
+                let clamp = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+                Some(event::Region {
+                    x: clamp(r.x),
+                    y: clamp(r.y),
+                    w: clamp(r.w),
+                    h: clamp(r.h),
+                    label: r.label.clone(),
+                    confidence: o.confidence,
+                    id: r.tracking_id,
+                    observation: Observation::from(o.result.as_ref()?),
+                })
+            })
+            .collect()
+    }
+
     fn handle_buffer(&self, buffer: &gst::BufferRef) {
-        let obs = Self::observation(buffer);
+        let regions = Self::regions(buffer);
+        let obs = if regions.is_empty() {
+            Self::observation(buffer)
+        } else {
+            None
+        };
         let segment = self.obj().segment();
         let timestamp = segment
             .downcast_ref::<gst::ClockTime>()
@@ -559,6 +586,15 @@ impl VisionPublish {
         }
         let clock = timestamp.unwrap_or_else(|| r.started.elapsed().as_nanos() as u64);
         r.clock_end = clock + buffer.duration().map_or(0, |d| d.nseconds());
+        if !regions.is_empty() {
+            r.health
+                .record_regions(regions.iter().map(|region| &region.observation));
+            let ctx = self.context(r, timestamp, clock);
+            if let Some(ev) = r.builder.regions(&ctx, &regions) {
+                self.send_event(r, &ev);
+            }
+            return;
+        }
         let Some(obs) = obs else {
             gst::log!(
                 CAT,
