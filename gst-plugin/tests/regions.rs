@@ -448,3 +448,33 @@ fn results_are_also_posted_per_region() {
     assert_eq!(s.get::<i64>("roi-x").expect("x"), 32);
     assert_eq!(s.get::<u64>("object-id").expect("id"), 4);
 }
+
+#[test]
+fn regions_of_two_cameras_on_one_engine_fill_the_same_batch() {
+    let props = [
+        ("batch-size", "4"),
+        ("batch-timeout", "600000"),
+        ("model-instance-id", "regions-two-cameras"),
+    ];
+    let mut cam1 = harness(&props, "RGB", 64, 48);
+    let mut cam2 = harness(&props, "NV12", 64, 48);
+    let mut a = quadrants("RGB", 64, 48, 32, 24, 0);
+    add_region(&mut a, "q", (0, 0, 32, 24), None); // red
+    add_region(&mut a, "q", (32, 0, 32, 24), None); // green
+    let mut b = quadrants("NV12", 64, 48, 32, 24, 0);
+    add_region(&mut b, "q", (0, 24, 32, 24), None); // blue
+    add_region(&mut b, "q", (32, 0, 32, 24), None); // green
+    // Camera 1's two regions wait (half a batch, no timeout); camera 2's complete the batch.
+    assert_eq!(cam1.push(a), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(cam2.push(b), Ok(gst::FlowSuccess::Ok));
+    let (out1, out2) = (
+        cam1.pull().expect("camera 1"),
+        cam2.pull().expect("camera 2"),
+    );
+    let (o1, o2) = (meta::objects(&out1), meta::objects(&out2));
+    assert_eq!(labels(&o1), ["red", "green"]);
+    assert_eq!(labels(&o2), ["blue", "green"]);
+    for o in o1.iter().chain(&o2) {
+        assert_eq!(o.result.as_ref().expect("result").batch_size, 4, "{o:?}");
+    }
+}

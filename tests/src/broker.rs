@@ -4,6 +4,7 @@
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -68,25 +69,52 @@ impl Broker {
 
     /// Subscribes to `topic` with `mosquitto_sub -v` until `count` messages came or
     /// `timeout` passed; started before publishing, read with [`Subscription::wait`].
+    ///
+    /// No message published after this returns is missed, however slow the machine: a
+    /// first `mosquitto_sub -E` registers a persistent session (QoS 1, clean session off)
+    /// and returns once the broker acknowledged the subscription; the broker then queues
+    /// the messages for that session until the reading `mosquitto_sub` (same client id)
+    /// takes them.
     pub fn subscribe(&self, topic: &str, count: usize, timeout: Duration) -> Result<Subscription> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let port = self.port.to_string();
+        let base = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-c",
+            "-i",
+            &id,
+            "-t",
+            topic,
+        ];
+        let registered = Command::new("mosquitto_sub")
+            .args(base)
+            .args(["-E", "-W", "60"])
+            .output()
+            .context("starting mosquitto_sub (Debian package mosquitto-clients)")?;
+        if !registered.status.success() {
+            bail!(
+                "mosquitto_sub could not subscribe to {topic}: {}",
+                String::from_utf8_lossy(&registered.stderr)
+            );
+        }
         let child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-v",
-            ])
-            .args(["-t", topic, "-C", &count.to_string()])
+            .args(base)
+            .args(["-v", "-C", &count.to_string()])
             .args(["-W", &timeout.as_secs().max(1).to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting mosquitto_sub (Debian package mosquitto-clients)")?;
-        // mosquitto_sub has no "subscribed" signal; give it a moment to connect.
-        std::thread::sleep(Duration::from_millis(300));
         Ok(Subscription { child })
     }
 }
