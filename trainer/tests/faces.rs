@@ -49,7 +49,11 @@ fn facedetect_regions_are_classified_and_published_as_objects_with_boxes() -> Re
     let model = run.path().join("model.onnx");
 
     let broker = Broker::start()?;
-    let events = broker.subscribe("vision/faces-test/#", 3, Duration::from_secs(120))?;
+    let events = broker.subscribe(
+        "vision/faces-test/classifications",
+        3,
+        Duration::from_secs(120),
+    )?;
     let launch = command(
         root.join("pipelines/faces.sh"),
         [
