@@ -149,6 +149,7 @@ fn region_of(m: &gst_video::VideoRegionOfInterestMeta) -> Region {
         // DL Streamer's gvatrack (and our tests): param `object_id` with an integer `id`.
         tracking_id: m.param("object_id").and_then(|s| id_field(s, "id")),
         nth: 0,
+        od_id: None,
     }
 }
 
@@ -168,19 +169,42 @@ fn same_place(a: &Region, b: &Region) -> bool {
     (a.meta_id, &a.label, a.x, a.y, a.w, a.h) == (b.meta_id, &b.label, b.x, b.y, b.w, b.h)
 }
 
-/// The buffer's regions of interest (`GstVideoRegionOfInterestMeta`), in meta order.
+/// The buffer's regions of interest: its `GstVideoRegionOfInterestMeta`s in meta order, then
+/// (crate feature `v1_24`) the `GstAnalyticsODMtd`s that no region meta already describes
+/// (same type and box).
 pub fn regions(buffer: &gst::BufferRef) -> Vec<Region> {
     let mut regions: Vec<Region> = buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
         .map(|m| region_of(&m))
         .collect();
+    #[cfg(feature = "v1_24")]
+    {
+        let detected = analytics::detections(buffer);
+        let new: Vec<Region> = detected
+            .into_iter()
+            .map(|(region, _)| region)
+            .filter(|od| {
+                !regions
+                    .iter()
+                    .any(|r| (&r.label, r.x, r.y, r.w, r.h) == (&od.label, od.x, od.y, od.w, od.h))
+            })
+            .collect();
+        regions.extend(new);
+    }
     number_alike(&mut regions);
     regions
 }
 
-/// Adds `r` as the [`OBJECT_PARAM`] param of `region`'s meta on the buffer. False when the
-/// buffer has no such region any more.
+/// Attaches `r` to `region` on the buffer: as the [`OBJECT_PARAM`] param of its region meta,
+/// or (a region from a `GstAnalyticsODMtd`) as a `GstAnalyticsClsMtd` related to it. False
+/// when the buffer has no such region any more.
 pub fn write_object(buffer: &mut gst::BufferRef, region: &Region, r: &FrameResult) -> bool {
+    if let Some(_od) = region.od_id {
+        #[cfg(feature = "v1_24")]
+        return analytics::classify_detection(buffer, _od, r).is_ok();
+        #[cfg(not(feature = "v1_24"))]
+        return false;
+    }
     let mut seen: Vec<Region> = Vec::new();
     for mut m in buffer.iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>() {
         let mut here = region_of(&m);
@@ -205,8 +229,11 @@ pub struct ObjectResult {
     /// as DL Streamer's detectors do).
     pub confidence: Option<f32>,
     /// The classification `visionclassify` added; `None` for a region it did not classify
-    /// (filtered out, or no result to reuse).
+    /// (filtered out, or no result to reuse), and for a region from a `GstAnalyticsODMtd`.
     pub result: Option<FrameResult>,
+    /// A region from a `GstAnalyticsODMtd` (feature `v1_24`): the classes of the
+    /// `GstAnalyticsClsMtd`s related to it, as (label, confidence), best first.
+    pub labels: Vec<(String, f32)>,
 }
 
 /// Every region of interest on the buffer with its classification, in meta order.
@@ -225,8 +252,18 @@ pub fn objects(buffer: &gst::BufferRef) -> Vec<ObjectResult> {
                 .filter(|s| s.name() == OBJECT_PARAM)
                 .last()
                 .and_then(from_structure),
+            labels: Vec::new(),
         })
         .collect();
+    #[cfg(feature = "v1_24")]
+    objects.extend(analytics::detections(buffer).into_iter().map(
+        |(region, (confidence, labels))| ObjectResult {
+            region,
+            confidence: Some(confidence),
+            result: None,
+            labels,
+        },
+    ));
     let mut regions: Vec<Region> = objects.iter().map(|o| o.region.clone()).collect();
     number_alike(&mut regions);
     for (o, r) in objects.iter_mut().zip(regions) {
@@ -247,18 +284,119 @@ pub mod analytics {
         AnalyticsRelationMetaClassificationExt,
     };
 
-    use super::FrameResult;
+    use gst_analytics::{
+        AnalyticsODMtd, AnalyticsTrackingMtd, RelTypes, prelude::AnalyticsRelationMetaODExt,
+    };
 
-    pub fn write(buffer: &mut gst::BufferRef, r: &FrameResult) -> Result<(), glib::BoolError> {
+    use super::FrameResult;
+    use crate::roi::Region;
+
+    /// The classification mtd of `r` (its reported classes), or `None` when no class
+    /// reached the threshold.
+    fn classes(r: &FrameResult) -> Option<(Vec<f32>, Vec<glib::Quark>)> {
         let classes = &r.classification.classes;
         if classes.is_empty() {
-            return Ok(());
+            return None;
         }
-        let levels: Vec<f32> = classes.iter().map(|c| c.confidence).collect();
-        let quarks: Vec<glib::Quark> = classes
-            .iter()
-            .map(|c| glib::Quark::from_str(c.label.as_ref()))
-            .collect();
+        Some((
+            classes.iter().map(|c| c.confidence).collect(),
+            classes
+                .iter()
+                .map(|c| glib::Quark::from_str(c.label.as_ref()))
+                .collect(),
+        ))
+    }
+
+    /// Every object detection on the buffer as a region (its type, box, and the tracking id
+    /// of a `GstAnalyticsTrackingMtd` related to it), with the detector's confidence and the
+    /// classes of the classifications related to it (best first).
+    pub fn detections(buffer: &gst::BufferRef) -> Vec<(Region, (f32, Vec<(String, f32)>))> {
+        let Some(meta) = buffer.meta::<AnalyticsRelationMeta>() else {
+            return Vec::new();
+        };
+        meta.iter::<AnalyticsODMtd>()
+            .filter_map(|od| {
+                let loc = od.location().ok()?;
+                let tracking_id = meta
+                    .iter_direct_related::<AnalyticsTrackingMtd>(od.id(), RelTypes::ANY)
+                    .next()
+                    .map(|t| t.info().0);
+                let mut labels: Vec<(String, f32)> = meta
+                    .iter_direct_related::<AnalyticsClassificationMtd>(od.id(), RelTypes::ANY)
+                    .flat_map(|cls| {
+                        (0..cls.len())
+                            .map(|i| (cls.quark(i).as_str().to_string(), cls.level(i)))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                labels.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let region = Region {
+                    meta_id: -1,
+                    label: od
+                        .obj_type()
+                        .map(|q| q.as_str().to_string())
+                        .unwrap_or_default(),
+                    x: i64::from(loc.x),
+                    y: i64::from(loc.y),
+                    w: i64::from(loc.w),
+                    h: i64::from(loc.h),
+                    tracking_id,
+                    nth: 0,
+                    od_id: Some(od.id()),
+                };
+                Some((region, (loc.loc_conf_lvl, labels)))
+            })
+            .collect()
+    }
+
+    /// Adds the classification of the object detection `od` as a `GstAnalyticsClsMtd`
+    /// related to it (`RELATE_TO`); nothing when no class reached the threshold.
+    pub fn classify_detection(
+        buffer: &mut gst::BufferRef,
+        od: u32,
+        r: &FrameResult,
+    ) -> Result<(), glib::BoolError> {
+        let Some((levels, quarks)) = classes(r) else {
+            return Ok(());
+        };
+        let mut meta = buffer
+            .meta_mut::<AnalyticsRelationMeta>()
+            .ok_or_else(|| glib::bool_error!("the buffer lost its analytics meta"))?;
+        let cls = meta.add_cls_mtd(&levels, &quarks)?.id();
+        meta.set_relation(RelTypes::RELATE_TO, od, cls)
+    }
+
+    /// Creates a detection (for tests and producers in Rust): an `AnalyticsODMtd` of `type_`
+    /// at `rect` with `confidence`, and a tracking mtd related to it when `tracking_id` is set.
+    pub fn add_detection(
+        buffer: &mut gst::BufferRef,
+        type_: &str,
+        rect: (i32, i32, i32, i32),
+        confidence: f32,
+        tracking_id: Option<u64>,
+    ) -> Result<u32, glib::BoolError> {
+        use gst_analytics::prelude::AnalyticsRelationMetaTrackingExt;
+        let mut meta = match buffer.meta::<AnalyticsRelationMeta>() {
+            Some(_) => buffer
+                .meta_mut::<AnalyticsRelationMeta>()
+                .ok_or_else(|| glib::bool_error!("analytics meta vanished"))?,
+            None => AnalyticsRelationMeta::add(buffer),
+        };
+        let (x, y, w, h) = rect;
+        let od = meta
+            .add_od_mtd(glib::Quark::from_str(type_), x, y, w, h, confidence)?
+            .id();
+        if let Some(id) = tracking_id {
+            let t = meta.add_tracking_mtd(id, gst::ClockTime::ZERO)?.id();
+            meta.set_relation(RelTypes::RELATE_TO, od, t)?;
+        }
+        Ok(od)
+    }
+
+    pub fn write(buffer: &mut gst::BufferRef, r: &FrameResult) -> Result<(), glib::BoolError> {
+        let Some((levels, quarks)) = classes(r) else {
+            return Ok(());
+        };
         let mut meta = match buffer.meta::<AnalyticsRelationMeta>() {
             Some(_) => buffer
                 .meta_mut::<AnalyticsRelationMeta>()

@@ -24,6 +24,9 @@ pub struct Region {
     /// Among earlier regions of the same buffer with the same meta id, label and box, how
     /// many came before this one (they are told apart by their order).
     pub nth: u32,
+    /// The `GstAnalyticsODMtd` the region came from (crate feature `v1_24`), instead of a
+    /// `GstVideoRegionOfInterestMeta` (then `meta_id` is -1).
+    pub od_id: Option<u32>,
 }
 
 /// The element's region filters.
@@ -247,6 +250,7 @@ mod tests {
             h,
             tracking_id: None,
             nth: 0,
+            od_id: None,
         }
     }
 

@@ -478,3 +478,56 @@ fn regions_of_two_cameras_on_one_engine_fill_the_same_batch() {
         assert_eq!(o.result.as_ref().expect("result").batch_size, 4, "{o:?}");
     }
 }
+
+/// GStreamer >= 1.24 (run in the Debian 13 container: docker/dev/test-gst126.sh): object
+/// detections (`GstAnalyticsODMtd`) in, a `GstAnalyticsClsMtd` related to each one out.
+#[cfg(feature = "v1_24")]
+#[test]
+fn analytics_detections_in_related_classifications_out() {
+    use gst_analytics::prelude::*;
+    use gst_analytics::{
+        AnalyticsClassificationMtd, AnalyticsODMtd, AnalyticsRelationMeta, RelTypes,
+    };
+    let mut h = harness(&[("reclassify-interval", "2")], "RGB", 64, 48);
+    let mut frames = Vec::new();
+    for i in 0..2 {
+        let mut b = quadrants("RGB", 64, 48, 32, 24, i);
+        let bm = b.make_mut();
+        meta::analytics::add_detection(bm, "car", (0, 0, 32, 24), 0.9, Some(3)).expect("od");
+        meta::analytics::add_detection(bm, "bus", (32, 0, 32, 24), 0.8, None).expect("od");
+        // The same box as a region meta too: classified once, as the region meta.
+        add_region(&mut b, "bus", (32, 0, 32, 24), None);
+        frames.push(b);
+    }
+    let out = push_eos_and_pull(&mut h, frames);
+    for (i, b) in out.iter().enumerate() {
+        let rmeta = b.meta::<AnalyticsRelationMeta>().expect("relation meta");
+        let mut related = Vec::new();
+        for od in rmeta.iter::<AnalyticsODMtd>() {
+            let kind = od.obj_type().map(|q| q.as_str().to_string());
+            let labels: Vec<String> = rmeta
+                .iter_direct_related::<AnalyticsClassificationMtd>(od.id(), RelTypes::RELATE_TO)
+                .map(|c| c.quark(0).as_str().to_string())
+                .collect();
+            related.push((kind, labels));
+        }
+        assert_eq!(
+            related,
+            [
+                (Some("car".to_string()), vec!["red".to_string()]),
+                (Some("bus".to_string()), vec![]),
+            ],
+            "frame {i}: the car is classified (reused on frame 1), the bus through its region meta"
+        );
+        let objects = meta::objects(b);
+        assert_eq!(objects.len(), 3, "{objects:?}");
+        assert_eq!(labels(&objects[..1]), ["green"], "the region meta's result");
+        let car = &objects[1];
+        assert_eq!(
+            (car.region.label.as_str(), car.region.tracking_id),
+            ("car", Some(3))
+        );
+        assert_eq!(car.labels.first().map(|l| l.0.as_str()), Some("red"));
+        assert_eq!(car.confidence, Some(0.9));
+    }
+}

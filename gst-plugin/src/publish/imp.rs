@@ -536,8 +536,9 @@ impl VisionPublish {
         None
     }
 
-    /// The regions `visionclassify target=roi` classified on a buffer (regions without a
-    /// result are left out).
+    /// The regions `visionclassify target=roi` classified on a buffer, and (GStreamer >= 1.24)
+    /// object detections with classifications related to them; regions without a result
+    /// are left out.
     fn regions(buffer: &gst::BufferRef) -> Vec<event::Region> {
         meta::objects(buffer)
             .into_iter()
@@ -552,7 +553,14 @@ impl VisionPublish {
                     label: r.label.clone(),
                     confidence: o.confidence,
                     id: r.tracking_id,
-                    observation: Observation::from(o.result.as_ref()?),
+                    observation: match &o.result {
+                        Some(result) => Observation::from(result),
+                        // A detection classified by another producer (GstAnalytics).
+                        None => Observation::from_labels(
+                            std::sync::Arc::from("unknown"),
+                            o.labels.clone(),
+                        )?,
+                    },
                 })
             })
             .collect()
