@@ -505,6 +505,11 @@ fn inspect_describes_every_property() -> Result<()> {
         "inference-interval",
         "top-k",
         "threshold",
+        "target",
+        "object-class",
+        "min-roi-size",
+        "roi-padding",
+        "reclassify-interval",
         "stats",
     ] {
         ensure!(
