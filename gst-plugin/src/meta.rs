@@ -182,7 +182,7 @@ pub fn regions(buffer: &gst::BufferRef) -> Vec<Region> {
         let detected = analytics::detections(buffer);
         let new: Vec<Region> = detected
             .into_iter()
-            .map(|(region, _)| region)
+            .map(|d| d.region)
             .filter(|od| {
                 !regions
                     .iter()
@@ -256,14 +256,16 @@ pub fn objects(buffer: &gst::BufferRef) -> Vec<ObjectResult> {
         })
         .collect();
     #[cfg(feature = "v1_24")]
-    objects.extend(analytics::detections(buffer).into_iter().map(
-        |(region, (confidence, labels))| ObjectResult {
-            region,
-            confidence: Some(confidence),
-            result: None,
-            labels,
-        },
-    ));
+    objects.extend(
+        analytics::detections(buffer)
+            .into_iter()
+            .map(|d| ObjectResult {
+                region: d.region,
+                confidence: Some(d.confidence),
+                result: None,
+                labels: d.labels,
+            }),
+    );
     let mut regions: Vec<Region> = objects.iter().map(|o| o.region.clone()).collect();
     number_alike(&mut regions);
     for (o, r) in objects.iter_mut().zip(regions) {
@@ -307,10 +309,19 @@ pub mod analytics {
         ))
     }
 
-    /// Every object detection on the buffer as a region (its type, box, and the tracking id
-    /// of a `GstAnalyticsTrackingMtd` related to it), with the detector's confidence and the
-    /// classes of the classifications related to it (best first).
-    pub fn detections(buffer: &gst::BufferRef) -> Vec<(Region, (f32, Vec<(String, f32)>))> {
+    /// An object detection (`GstAnalyticsODMtd`) read as a region.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Detection {
+        /// Its type, box, and the tracking id of a `GstAnalyticsTrackingMtd` related to it.
+        pub region: Region,
+        /// The detector's confidence.
+        pub confidence: f32,
+        /// The classes of the classifications related to it, best first.
+        pub labels: Vec<(String, f32)>,
+    }
+
+    /// Every object detection on the buffer.
+    pub fn detections(buffer: &gst::BufferRef) -> Vec<Detection> {
         let Some(meta) = buffer.meta::<AnalyticsRelationMeta>() else {
             return Vec::new();
         };
@@ -344,7 +355,11 @@ pub mod analytics {
                     nth: 0,
                     od_id: Some(od.id()),
                 };
-                Some((region, (loc.loc_conf_lvl, labels)))
+                Some(Detection {
+                    region,
+                    confidence: loc.loc_conf_lvl,
+                    labels,
+                })
             })
             .collect()
     }
