@@ -20,12 +20,19 @@ pub const KEY_MODEL: &str = "vision.model";
 #[serde(deny_unknown_fields)]
 pub struct PreprocessContract {
     /// `[height, width]` the model was trained at.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<[usize; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub layout: Option<LayoutName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub color: Option<ColorName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resize: Option<ResizeName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scale: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mean: Option<[f32; 3]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub std: Option<[f32; 3]>,
 }
 
@@ -67,17 +74,35 @@ pub enum ScoreKind {
 /// `vision.output`: which output holds the class scores.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OutputContract {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scores: Option<ScoreKind>,
 }
 
 /// `vision.model`: descriptive fields; unknown extra fields are kept, not rejected.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The keys in the order a writer puts them into `metadata_props`.
+pub const KEYS: [&str; 5] = [
+    KEY_SCHEMA,
+    KEY_LABELS,
+    KEY_PREPROCESS,
+    KEY_OUTPUT,
+    KEY_MODEL,
+];
+
+/// The value a writer stores under [`KEY_SCHEMA`]: the version as a JSON string (`"1"`).
+pub fn schema_value() -> String {
+    format!("\"{SCHEMA_VERSION}\"")
 }
 
 /// Everything the contract says about one model.
@@ -151,6 +176,27 @@ impl Contract {
     /// True when the model carries no `vision.*` key at all.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+}
+
+impl LayoutName {
+    /// The name as the contract writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayoutName::Nchw => "NCHW",
+            LayoutName::Nhwc => "NHWC",
+        }
+    }
+}
+
+impl ColorName {
+    /// The name as the contract writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColorName::Rgb => "RGB",
+            ColorName::Bgr => "BGR",
+            ColorName::Gray => "GRAY",
+        }
     }
 }
 
@@ -257,6 +303,39 @@ mod tests {
         let e =
             Contract::from_lookup(lookup(&[(KEY_PREPROCESS, r#"{"resize":"zoom"}"#)])).unwrap_err();
         assert!(e.to_string().contains("vision.preprocess"), "{e}");
+    }
+
+    #[test]
+    fn written_values_read_back_and_omit_what_is_absent() -> Result<(), serde_json::Error> {
+        let pre = PreprocessContract {
+            size: Some([28, 28]),
+            color: Some(ColorName::Gray),
+            mean: Some([0.5; 3]),
+            ..Default::default()
+        };
+        let output = OutputContract {
+            name: Some("logits".into()),
+            scores: None,
+        };
+        let (pre_json, out_json) = (
+            serde_json::to_string(&pre)?,
+            serde_json::to_string(&output)?,
+        );
+        assert_eq!(
+            pre_json,
+            r#"{"size":[28,28],"color":"GRAY","mean":[0.5,0.5,0.5]}"#
+        );
+        assert_eq!(out_json, r#"{"name":"logits"}"#);
+        let schema = schema_value();
+        let c = Contract::from_lookup(lookup(&[
+            (KEY_SCHEMA, schema.as_str()),
+            (KEY_PREPROCESS, pre_json.as_str()),
+            (KEY_OUTPUT, out_json.as_str()),
+        ]))
+        .expect("what the contract writes, it reads");
+        assert_eq!(c.schema, Some(SCHEMA_VERSION));
+        assert_eq!((c.preprocess, c.output), (pre, output));
+        Ok(())
     }
 
     #[test]

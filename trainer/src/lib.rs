@@ -2,20 +2,16 @@
 //! exports and optimises the ONNX models `visionclassify` loads, with the `vision.*` metadata
 //! contract of models/README.md.
 
+pub mod batch_norm;
 pub mod data;
-pub mod efficientnet;
-pub mod export;
 pub mod import;
-pub mod labels;
 pub mod model;
 pub mod onnx;
 pub mod optimize;
-pub mod pickle;
-pub mod pth;
+pub mod project;
 pub mod quantize;
 pub mod report;
 pub mod train;
-pub mod verify;
 
 /// Real data for unit tests, fetched into `.deps/` by scripts/setup.sh (the README's test
 /// command runs it first).

@@ -1,13 +1,15 @@
 //! `vision-trainer`: a thin CLI over the `vision_trainer` library.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vision_trainer::export::{Padding, Resize};
 use vision_trainer::import::{self, ImportOptions};
+use vision_trainer::onnx::graph::Padding;
+use vision_trainer::onnx::metadata::Resize;
 use vision_trainer::optimize::cli::{DistillArgs, PruneArgs};
+use vision_trainer::project::project_root;
 use vision_trainer::quantize::cli::QuantizeArgs;
 use vision_trainer::train::evaluate::{self as evaluation, EvaluateRequest};
 use vision_trainer::train::overrides::ConfigArgs;
@@ -182,15 +184,6 @@ struct ExportArgs {
     ort_library: Option<PathBuf>,
 }
 
-/// The nearest folder from the current directory upwards that has `.deps/`.
-fn project_root() -> anyhow::Result<PathBuf> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    Ok(cwd
-        .ancestors()
-        .find(|d| d.join(".deps").is_dir())
-        .map_or_else(|| cwd.clone(), Path::to_path_buf))
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Import {
@@ -202,7 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             padding,
             resize,
         } => {
-            let mut opts = ImportOptions::project_defaults(&project_root()?, out);
+            let mut opts = ImportOptions::project_defaults(&project_root(), out);
             opts.weights = weights.unwrap_or(opts.weights);
             opts.labels_dir = labels_dir.unwrap_or(opts.labels_dir);
             opts.photos_dir = photos_dir.unwrap_or(opts.photos_dir);
@@ -346,10 +339,7 @@ fn search(args: SearchArgs) -> anyhow::Result<()> {
 /// `vision-trainer export`.
 fn export(args: ExportArgs) -> anyhow::Result<()> {
     let out = args.out.unwrap_or_else(|| args.run.join("model.onnx"));
-    let ort = match args.ort_library {
-        Some(p) => p,
-        None => ImportOptions::project_defaults(&project_root()?, PathBuf::new()).ort_library,
-    };
+    let ort = vision_trainer::project::ort_library(args.ort_library);
     let written = evaluation::export_run(&args.run, &out, &ort).context("export failed")?;
     println!("{written}");
     Ok(())

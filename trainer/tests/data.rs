@@ -9,7 +9,7 @@ use vision_trainer::data::{
     self, AugmentConfig, DataSpec, Dataset, InputSpec, Loader, SplitFractions, Splits,
     balance_report, subset_per_class, tensor_of, write_image_folder,
 };
-use vision_trainer::export::Resize;
+use vision_trainer::onnx::metadata::Resize;
 
 /// `.deps/<relative>` of the source tree, which scripts/setup.sh fills.
 fn deps(relative: &str) -> PathBuf {

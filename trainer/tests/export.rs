@@ -14,21 +14,21 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use vision_trainer::efficientnet::EfficientNetLite;
-use vision_trainer::export::{
-    self as onnx_export, ExportError, Metadata, ModelInfo, Padding, Preprocess, Resize,
-};
+use gstvision::contract::{ColorName, LayoutName};
 use vision_trainer::import;
-use vision_trainer::labels;
+use vision_trainer::import::labels;
+use vision_trainer::import::pth::StateDict;
 use vision_trainer::model::Classifier;
 use vision_trainer::model::cnn::{SmallCnn, SmallCnnConfig};
 use vision_trainer::model::efficientnet::{EffnetClassifier, FEATURES};
 use vision_trainer::model::export::{
     check_against_ort, effnet_onnx, export_effnet, export_small_cnn,
 };
+use vision_trainer::onnx::graph::{self as onnx_export, ExportError, Padding};
+use vision_trainer::onnx::metadata::{Metadata, ModelInfo, Preprocess, Resize};
+use vision_trainer::onnx::network::EfficientNetLite;
+use vision_trainer::onnx::runtime::{self as verify, LogitsSession, RgbImage};
 use vision_trainer::onnx::{Dim, ModelProto, ValueInfoProto};
-use vision_trainer::pth::StateDict;
-use vision_trainer::verify::{self, LogitsSession, RgbImage};
 
 mod common;
 
@@ -85,7 +85,7 @@ fn batch(images: &[RgbImage], pre: &Preprocess, device: &Device) -> Tensor<4> {
     for img in images {
         verify::push_tensor(img, pre, &mut data);
     }
-    let channels = if pre.color == "GRAY" { 1 } else { 3 };
+    let channels = if pre.color == ColorName::Gray { 1 } else { 3 };
     Tensor::from_data(
         TensorData::new(data, [images.len(), channels, h, w]),
         device,
@@ -118,8 +118,8 @@ fn metadata(labels: Vec<String>, preprocess: Preprocess, architecture: &str) -> 
 fn gray28() -> Preprocess {
     Preprocess {
         size: [28, 28],
-        layout: "NCHW",
-        color: "GRAY",
+        layout: LayoutName::Nchw,
+        color: ColorName::Gray,
         resize: Resize::Stretch,
         scale: 1.0 / 255.0,
         mean: [0.286; 3],
@@ -290,7 +290,7 @@ fn export_refuses_inconsistent_metadata() -> Result<()> {
     );
     let labels: Vec<String> = (0..5).map(|i| i.to_string()).collect();
     let rgb = Preprocess {
-        color: "RGB",
+        color: ColorName::Rgb,
         ..gray28()
     };
     let err = export_small_cnn(

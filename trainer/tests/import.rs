@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
-use vision_trainer::export::{Padding, Resize};
+use vision_trainer::import::pth::PthError;
 use vision_trainer::import::{self, ImportError, ImportOptions};
 use vision_trainer::onnx::ModelProto;
-use vision_trainer::pth::PthError;
-use vision_trainer::verify::{self, Classifier};
+use vision_trainer::onnx::graph::Padding;
+use vision_trainer::onnx::metadata::Resize;
+use vision_trainer::onnx::runtime::{self as verify, Classifier};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -11,10 +11,10 @@ use anyhow::{Context, Result, ensure};
 use burn::module::{Module, Param};
 use burn::prelude::*;
 use vision_trainer::data::{self, DataSpec, Dataset, InputSpec, SplitFractions, Splits};
-use vision_trainer::export::{Metadata, ModelInfo, Resize};
 use vision_trainer::model::cnn::{ConvBn, SmallCnn, SmallCnnConfig};
 use vision_trainer::model::export::{check_against_ort, export_small_cnn};
 use vision_trainer::onnx::ModelProto;
+use vision_trainer::onnx::metadata::{Metadata, ModelInfo, Resize};
 use vision_trainer::optimize::{
     DistillConfig, DistillData, DistillError, ModelTeacher, OnnxTeacher, PruneConfig, Scope,
     Target, Teacher, cost_of, distill, prune,

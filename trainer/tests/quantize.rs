@@ -8,9 +8,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use gstvision::contract::{ColorName, LayoutName};
 use vision_trainer::data::{self, DataSpec};
-use vision_trainer::export::{Preprocess, Resize};
 use vision_trainer::import::{self, ImportOptions};
+use vision_trainer::onnx::metadata::{Preprocess, Resize};
 use vision_trainer::onnx::{
     AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     ValueInfoProto, data_type,
@@ -32,7 +33,7 @@ fn repo_root() -> PathBuf {
 
 fn env() -> Result<&'static ort::environment::Environment> {
     let lib = repo_root().join(".deps/onnxruntime/lib/libonnxruntime.so");
-    Ok(vision_trainer::verify::load_runtime(&lib)?)
+    Ok(vision_trainer::onnx::runtime::load_runtime(&lib)?)
 }
 
 fn work_dir() -> PathBuf {
@@ -177,7 +178,7 @@ fn visionclassify_loads_the_int8_model_unchanged() -> Result<()> {
     quantize::describe(&mut q, &report, "lite0.onnx")?;
     // Written whatever the gate says: this test is about the element loading the model.
     let out = work_dir().join("lite0.int8.onnx");
-    vision_trainer::export::write(&q, &out)?;
+    vision_trainer::onnx::graph::write(&q, &out)?;
     let info: serde_json::Value =
         serde_json::from_str(q.metadata("vision.model").context("vision.model")?)?;
     assert_eq!(
@@ -264,18 +265,18 @@ fn centroid_model() -> Result<ModelProto> {
         )],
         ..Default::default()
     };
-    let meta = vision_trainer::export::Metadata {
+    let meta = vision_trainer::onnx::metadata::Metadata {
         labels: ds.classes.clone(),
         preprocess: Preprocess {
             size: [28, 28],
-            layout: "NCHW",
-            color: "GRAY",
+            layout: LayoutName::Nchw,
+            color: ColorName::Gray,
             resize: Resize::Stretch,
             scale: 1.0 / 255.0,
             mean: [0.0; 3],
             std: [1.0; 3],
         },
-        model: vision_trainer::export::ModelInfo {
+        model: vision_trainer::onnx::metadata::ModelInfo {
             name: "centroids".into(),
             version: "1".into(),
             task: "classification".into(),
@@ -292,7 +293,7 @@ fn centroid_model() -> Result<ModelProto> {
             version: Some(17),
         }],
         graph: Some(graph),
-        metadata_props: vision_trainer::export::metadata_props(&meta)?,
+        metadata_props: vision_trainer::onnx::metadata::metadata_props(&meta)?,
         ..Default::default()
     })
 }

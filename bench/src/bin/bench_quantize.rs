@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/lib/libonnxruntime.so"),
         PathBuf::from,
     );
-    let env = vision_trainer::verify::load_runtime(&lib)?;
+    let env = vision_trainer::onnx::runtime::load_runtime(&lib)?;
     let (dims, raw) = read_npy(&args.tensors.join("test.npy"))?;
     let images = Images {
         data: raw

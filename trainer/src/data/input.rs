@@ -11,7 +11,8 @@ use gstvision::preprocess::{
 };
 
 use super::{DataError, Dataset, Image};
-use crate::export::{Preprocess, Resize};
+use crate::onnx::metadata::{Preprocess, Resize};
+use gstvision::contract::{ColorName, ContractError, LayoutName, PreprocessContract};
 
 /// What the model takes: `size` = `[height, width]`, `channels` 1 (grey) or 3 (RGB), how an
 /// image is fitted to the size, and the normalisation `(pixel × scale − mean[c]) / std[c]`.
@@ -26,7 +27,57 @@ pub struct InputSpec {
     pub std: [f32; 3],
 }
 
+/// Why a model's `vision.preprocess` does not describe an input the trainer can feed.
+#[derive(Debug, thiserror::Error)]
+pub enum InputContractError {
+    /// The element rejects the metadata too (the same error it reports).
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    #[error("vision.preprocess: {0}")]
+    Unsupported(String),
+}
+
 impl InputSpec {
+    /// The input a model's `vision.preprocess` describes, read as `visionclassify` reads it
+    /// (model.rs): a fixed channel dimension of the graph input decides grey or colour, the
+    /// contract's size stands in for symbolic height/width, and what the contract leaves out
+    /// takes the element's default for a float input (scale 1/255, mean 0, std 1, stretch).
+    /// `dims` are the graph input's `[N, C, H, W]` (`None` = symbolic). BGR and NHWC models
+    /// are refused: the trainer's tensors are RGB or grey, NCHW.
+    pub fn from_contract(
+        pre: &PreprocessContract,
+        dims: &[Option<usize>],
+    ) -> Result<InputSpec, InputContractError> {
+        let unsupported = |reason: String| Err(InputContractError::Unsupported(reason));
+        if pre.layout == Some(LayoutName::Nhwc) {
+            return unsupported("layout NHWC: only NCHW inputs are supported".into());
+        }
+        let channels = match (dims.get(1).copied().flatten(), pre.color) {
+            (_, Some(ColorName::Bgr)) => {
+                return unsupported("color BGR: only RGB and GRAY inputs are supported".into());
+            }
+            (Some(3), Some(ColorName::Gray)) => {
+                return unsupported("it says GRAY but the input has 3 channels".into());
+            }
+            (Some(c), _) => c,
+            (None, Some(ColorName::Gray)) => 1,
+            (None, _) => 3,
+        };
+        let size = match (pre.size, dims.get(2..4)) {
+            (Some(s), _) => s,
+            (None, Some([Some(h), Some(w)])) => [*h, *w],
+            _ => return unsupported("the input size is symbolic and it gives no size".into()),
+        };
+        Ok(InputSpec {
+            size,
+            channels,
+            resize: pre.resize.map_or(Resize::Stretch, Into::into),
+            scale: pre.scale.unwrap_or(1.0 / 255.0),
+            mean: pre.mean.unwrap_or([0.0; 3]),
+            std: pre.std.unwrap_or([1.0; 3]),
+        })
+    }
+
     /// The normalised value of a raw 0..255 `pixel` in tensor channel `channel`:
     /// `(pixel × scale − mean[c]) / std[c]`, computed as `pixel × (scale / std) − mean / std`
     /// like `visionclassify` does (the two agree to within one float rounding).
@@ -51,8 +102,12 @@ impl InputSpec {
     pub fn to_preprocess(&self) -> Preprocess {
         Preprocess {
             size: self.size,
-            layout: "NCHW",
-            color: if self.channels == 1 { "GRAY" } else { "RGB" },
+            layout: LayoutName::Nchw,
+            color: if self.channels == 1 {
+                ColorName::Gray
+            } else {
+                ColorName::Rgb
+            },
             resize: self.resize,
             scale: self.scale,
             mean: self.mean,
@@ -307,9 +362,15 @@ mod tests {
             }
         }
         let pre = s.to_preprocess();
-        assert_eq!((pre.layout, pre.color, pre.size), ("NCHW", "RGB", [2, 2]));
         assert_eq!(
-            spec(2, 2, 1, Resize::Letterbox).to_preprocess().color,
+            (pre.layout.name(), pre.color.name(), pre.size),
+            ("NCHW", "RGB", [2, 2])
+        );
+        assert_eq!(
+            spec(2, 2, 1, Resize::Letterbox)
+                .to_preprocess()
+                .color
+                .name(),
             "GRAY"
         );
     }

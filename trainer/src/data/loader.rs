@@ -294,7 +294,7 @@ impl Drop for Loader {
 mod tests {
     use super::super::Image;
     use super::*;
-    use crate::export::Resize;
+    use crate::onnx::metadata::Resize;
 
     fn toy(n: usize) -> Arc<Dataset> {
         Arc::new(Dataset {

@@ -35,7 +35,7 @@ pub use balance::{BalanceReport, ClassBalance, IMBALANCE_WARN_RATIO, balance_rep
 pub use error::DataError;
 pub use folder::write_image_folder;
 pub use idx::{FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
-pub use input::{InputSpec, tensor_of};
+pub use input::{InputContractError, InputSpec, tensor_of};
 pub use loader::Loader;
 pub use split::{DuplicateReport, SplitFractions, subset_per_class};
 

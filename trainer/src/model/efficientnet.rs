@@ -2,7 +2,7 @@
 //! learning: a new classifier head on the 1280-d pooled features, trained first with the
 //! backbone frozen, then with the last MBConv blocks unfrozen.
 //!
-//! The network is the one `import` writes (`crate::efficientnet` reads the legacy `.pth`):
+//! The network is the one `import` writes (`crate::import::lite0` reads the legacy `.pth`):
 //! 3×3 stride-2 stem, 16 MBConv blocks (1×1 expansion, depthwise 3×3/5×5, 1×1 linear
 //! projection, ReLU6, no squeeze-excite), 1×1 head conv to 1280, global average pooling,
 //! dropout, linear classifier. Stride-2 convolutions pad TensorFlow-"same" (the odd extra
@@ -30,35 +30,13 @@ use burn::tensor::activation::relu6;
 use serde::{Deserialize, Serialize};
 
 use super::Classifier;
-use crate::efficientnet::{ArchError, Conv, EfficientNetLite};
-use crate::export::Padding;
-use crate::pth::{PthError, StateDict};
+use crate::import::lite0::{ArchError, LITE0_BLOCKS, LITE0_STEM};
+use crate::import::pth::{PthError, StateDict};
+use crate::onnx::graph::Padding;
+use crate::onnx::network::{Conv, EfficientNetLite};
 
 /// Width of the pooled features the head sees.
 pub const FEATURES: usize = 1280;
-
-/// Lite0's blocks as `(expansion ratio, kernel, stride, output channels)`: what the packaged
-/// weights contain (checked against them in the tests), used to build the network without
-/// the weights (to load a checkpoint into).
-const LITE0_BLOCKS: [(usize, usize, usize, usize); 16] = [
-    (1, 3, 1, 16),
-    (6, 3, 2, 24),
-    (6, 3, 1, 24),
-    (6, 5, 2, 40),
-    (6, 5, 1, 40),
-    (6, 3, 2, 80),
-    (6, 3, 1, 80),
-    (6, 3, 1, 80),
-    (6, 5, 1, 112),
-    (6, 5, 1, 112),
-    (6, 5, 1, 112),
-    (6, 5, 2, 192),
-    (6, 5, 1, 192),
-    (6, 5, 1, 192),
-    (6, 5, 1, 192),
-    (6, 3, 1, 320),
-];
-const LITE0_STEM: usize = 32;
 
 /// Why an EfficientNet classifier cannot be built.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! ONNX export of the trained burn models, and the check that the written file computes what
 //! the trainer computes.
 //!
-//! The graphs are written by the project's own emitter (`crate::export`: opset 17, input
+//! The graphs are written by the project's own emitter (`crate::onnx::graph`: opset 17, input
 //! `input` `[N, C, H, W]` with a symbolic batch, output `logits` `[N, classes]`, the
 //! `vision.*` metadata contract). BatchNorm is folded into the preceding convolution
 //! (`w' = w·γ/√(σ²+ε)`, `b' = β − μ·γ/√(σ²+ε)`, with the running statistics), dropout is
@@ -22,11 +22,12 @@ use burn::prelude::*;
 use super::Classifier;
 use super::cnn::{ConvBn, SmallCnn};
 use super::efficientnet::EffnetClassifier;
-use crate::efficientnet::{Block, Conv, EfficientNetLite};
-use crate::export::{self, ExportError, Graph, Metadata, Padding};
+use crate::batch_norm::{self, BatchNormParams};
 use crate::onnx::ModelProto;
-use crate::pth;
-use crate::verify::{self, LogitsSession};
+use crate::onnx::graph::{self, ExportError, Graph, Padding};
+use crate::onnx::metadata::{self, Metadata};
+use crate::onnx::network::{self, Block, Conv, EfficientNetLite};
+use crate::onnx::runtime::{self, LogitsSession};
 
 /// What an export wrote.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ pub fn small_cnn_onnx(model: &SmallCnn, meta: &Metadata) -> Result<ModelProto, E
         model.stem.conv.weight.dims()[1],
         model.head.weight.dims()[1],
     ];
-    export::check_color(in_channels, meta)?;
+    graph::check_color(in_channels, meta)?;
     check_labels(classes, meta)?;
     let mut size = meta.preprocess.size;
     if size.contains(&0) {
@@ -74,7 +75,7 @@ pub fn small_cnn_onnx(model: &SmallCnn, meta: &Metadata) -> Result<ModelProto, E
     let mut x = conv(
         &mut g,
         "stem",
-        export::INPUT_NAME,
+        metadata::INPUT_NAME,
         &model.stem.conv,
         &stem,
         &mut size,
@@ -145,9 +146,9 @@ pub fn effnet_onnx(model: &EffnetClassifier, meta: &Metadata) -> Result<ModelPro
         ));
     }
     check_labels(model.classes(), meta)?;
-    export::check_color(3, meta)?;
+    graph::check_color(3, meta)?;
     let net = lite_of(model)?;
-    export::efficientnet_lite(&net, h, model.padding(), meta)
+    graph::efficientnet_lite(&net, h, model.padding(), meta)
 }
 
 /// Writes the ONNX model of `model` to `path` (see [`small_cnn_onnx`]). Check it with
@@ -241,7 +242,7 @@ fn parity<M: Classifier + Module>(
         let session = match &mut session {
             Some(s) => s,
             None => {
-                let env = verify::load_runtime(ort_library)?;
+                let env = runtime::load_runtime(ort_library)?;
                 session.insert(LogitsSession::new(env, &bytes, classes)?)
             }
         };
@@ -318,7 +319,7 @@ fn check_labels(classes: usize, meta: &Metadata) -> Result<(), ExportError> {
 }
 
 fn write(proto: &ModelProto, path: &Path, started: Instant) -> Result<ExportSummary, ExportError> {
-    let bytes = export::write(proto, path)?;
+    let bytes = graph::write(proto, path)?;
     let graph = proto.graph.as_ref();
     Ok(ExportSummary {
         path: path.to_path_buf(),
@@ -370,9 +371,9 @@ fn conv(
     Ok(g.conv_padded(name, input, folded, pads))
 }
 
-fn tensor_of(module: &Conv2d) -> Result<pth::Tensor, ExportError> {
+fn tensor_of(module: &Conv2d) -> Result<network::Tensor, ExportError> {
     let weight = module.weight.val();
-    Ok(pth::Tensor {
+    Ok(network::Tensor {
         shape: weight.dims().to_vec(),
         data: floats(weight.into_data())?,
     })
@@ -416,16 +417,15 @@ fn fold(mut conv: Conv, bn: &BatchNorm) -> Result<Conv, ExportError> {
             gamma.len()
         )));
     }
-    let per_out = conv.weight.numel() / out.max(1);
-    for o in 0..out {
-        // In f64, so that folding adds no rounding of its own.
-        let k = f64::from(gamma[o]) / (f64::from(var[o]) + bn.epsilon).sqrt();
-        for w in &mut conv.weight.data[o * per_out..(o + 1) * per_out] {
-            *w = (f64::from(*w) * k) as f32;
-        }
-        conv.bias[o] =
-            (f64::from(beta[o]) + (f64::from(conv.bias[o]) - f64::from(mean[o])) * k) as f32;
-    }
+    let params = BatchNormParams {
+        gamma: &gamma,
+        beta: &beta,
+        mean: &mean,
+        var: &var,
+        epsilon: bn.epsilon,
+    };
+    batch_norm::fold(&mut conv.weight.data, &mut conv.bias, &params)
+        .map_err(|e| ExportError::Structure(e.to_string()))?;
     Ok(conv)
 }
 
@@ -470,7 +470,7 @@ fn lite_of(model: &EffnetClassifier) -> Result<EfficientNetLite, ExportError> {
         stem: plain_conv(&model.stem)?,
         blocks,
         head: plain_conv(&model.head_conv)?,
-        fc_weight: pth::Tensor {
+        fc_weight: network::Tensor {
             shape: vec![classes, weight.len() / classes.max(1)],
             data: weight,
         },

@@ -14,12 +14,14 @@ use super::distill::{DistillConfig, DistillData, distill};
 use super::prune::{PruneConfig, PruneReport, Scope, Target, prune};
 use super::teacher::{ModelTeacher, OnnxTeacher, Teacher};
 use crate::data::{Dataset, InputSpec, tensor_of};
-use crate::export::{Metadata, ModelInfo};
 use crate::model::cnn::{SmallCnn, SmallCnnConfig};
 use crate::model::export::{check_against_ort, export_small_cnn};
+use crate::onnx::metadata::{Metadata, ModelInfo};
 use crate::report::Progress;
+use crate::train::artifacts::{self, ModelCard, Network, TrainedModel};
 use crate::train::fit::{self, EarlyStopping, FitConfig, Quiet, validate};
-use crate::train::run::{self, ModelCard, Network, ProgressObserver, TrainedModel};
+use crate::train::prepared;
+use crate::train::run::ProgressObserver;
 use crate::train::source::SplitSource;
 use crate::train::{BatchSource, FitObserver, TrainConfig, checkpoint};
 
@@ -114,7 +116,7 @@ pub struct DistillArgs {
 }
 
 fn ort_library(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| run::project_root().join(".deps/onnxruntime/lib/libonnxruntime.so"))
+    crate::project::ort_library(given)
 }
 
 /// Test-split accuracy of `model` (evaluated in inference mode on the plain device).
@@ -224,7 +226,7 @@ pub struct PruneSummary {
 
 /// `vision-trainer prune`.
 pub fn prune_command(args: PruneArgs) -> anyhow::Result<PruneSummary> {
-    let card = ModelCard::read(&args.run.join(run::MODEL_CARD))?;
+    let card = ModelCard::read(&args.run.join(artifacts::MODEL_CARD))?;
     let Network::Cnn(cnn) = &card.network else {
         bail!(
             "{} holds an EfficientNet-Lite0; pruning works on the small CNN (train one with \
@@ -236,7 +238,7 @@ pub fn prune_command(args: PruneArgs) -> anyhow::Result<PruneSummary> {
     if let Some(n) = args.train_per_class {
         config.train_per_class = n;
     }
-    let prepared = run::prepare(&config)?;
+    let prepared = prepared::prepare(&config)?;
     let ds = prepared.dataset.clone();
     if ds.classes != card.classes {
         bail!(
@@ -248,7 +250,8 @@ pub fn prune_command(args: PruneArgs) -> anyhow::Result<PruneSummary> {
     let input = card.input.to_spec()?;
     let device = Device::flex().autodiff();
     device.seed(config.seed);
-    let model = checkpoint::load_model(&args.run.join(run::MODEL_WEIGHTS), cnn.init(&device)?)?;
+    let model =
+        checkpoint::load_model(&args.run.join(artifacts::MODEL_WEIGHTS), cnn.init(&device)?)?;
 
     let test =
         SplitSource::evaluation(ds.clone(), prepared.splits.test.clone(), 256, input.clone());
@@ -386,12 +389,12 @@ pub struct DistillSummary {
 /// Loads `--teacher`: an ONNX file or a run folder.
 fn load_teacher(path: &Path, ort: &Path) -> anyhow::Result<Box<dyn Teacher>> {
     if path.is_dir() {
-        let card = ModelCard::read(&path.join(run::MODEL_CARD))?;
+        let card = ModelCard::read(&path.join(artifacts::MODEL_CARD))?;
         let input = card.input.to_spec()?;
         let classes = card.classes.len();
         let name = format!("run:{}", path.display());
         return Ok(
-            match TrainedModel::load(&card, &path.join(run::MODEL_WEIGHTS))? {
+            match TrainedModel::load(&card, &path.join(artifacts::MODEL_WEIGHTS))? {
                 TrainedModel::Cnn(m) => Box::new(ModelTeacher::new(m, input, classes, name)),
                 TrainedModel::Effnet(m) => Box::new(ModelTeacher::new(m, input, classes, name)),
             },
@@ -431,7 +434,7 @@ pub fn distill_command(args: DistillArgs) -> anyhow::Result<DistillSummary> {
         augment_strength: args.augment_strength,
         ..TrainConfig::default()
     };
-    let prepared = run::prepare(&config)?;
+    let prepared = prepared::prepare(&config)?;
     let ds = prepared.dataset.clone();
     let input = prepared.input.clone();
     let student_config = SmallCnnConfig {

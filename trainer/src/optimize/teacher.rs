@@ -8,25 +8,30 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use serde::Deserialize;
+use gstvision::contract::ScoreKind;
 
-use crate::data::{Image, InputSpec, tensor_of};
-use crate::export::{INPUT_NAME, OUTPUT_NAME, Resize};
+use crate::data::{Image, InputContractError, InputSpec, tensor_of};
 use crate::model::Classifier;
 use crate::onnx::ModelProto;
+use crate::onnx::metadata::{INPUT_NAME, OUTPUT_NAME};
+use crate::onnx::runtime::{self, LogitsSession};
 use crate::onnx::tensor_shape_proto::dimension;
 use crate::onnx::type_proto;
-use crate::verify::{self, LogitsSession};
 
 /// Why a teacher cannot give logits.
 #[derive(Debug, thiserror::Error)]
 pub enum TeacherError {
     #[error("teacher model {path}: {reason}")]
     Model { path: PathBuf, reason: String },
+    #[error("teacher model {path}: {source}")]
+    Contract {
+        path: PathBuf,
+        source: InputContractError,
+    },
     #[error("teacher input: {0}")]
     Input(#[from] crate::data::DataError),
     #[error("teacher in ONNX Runtime: {0}")]
-    Runtime(#[from] verify::VerifyError),
+    Runtime(#[from] runtime::VerifyError),
     #[error("teacher logits: {0}")]
     Tensor(String),
 }
@@ -117,24 +122,6 @@ impl<M: Classifier> Teacher for ModelTeacher<M> {
     }
 }
 
-/// `vision.preprocess` as read back (every field optional, as the contract says).
-#[derive(Debug, Default, Deserialize)]
-struct PreprocessJson {
-    size: Option<[usize; 2]>,
-    layout: Option<String>,
-    color: Option<String>,
-    resize: Option<String>,
-    scale: Option<f32>,
-    mean: Option<Vec<f32>>,
-    std: Option<Vec<f32>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct OutputJson {
-    name: Option<String>,
-    scores: Option<String>,
-}
-
 /// An exported classifier (the trainer's `input` → `logits` graphs) in ONNX Runtime, fed as
 /// its `vision.preprocess` metadata says.
 pub struct OnnxTeacher {
@@ -181,77 +168,28 @@ impl OnnxTeacher {
             )));
         }
         let dims = dims_of(input_info);
-        let pre: PreprocessJson = match proto.metadata("vision.preprocess") {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| bad(format!("vision.preprocess is not valid JSON: {e}")))?,
-            None => PreprocessJson::default(),
+        // The element's own contract parser: a model it rejects is rejected here the same way.
+        let contract_err = |source: InputContractError| TeacherError::Contract {
+            path: path.to_path_buf(),
+            source,
         };
-        let layout = pre.layout.as_deref().unwrap_or("NCHW");
-        if layout != "NCHW" {
-            return Err(bad(format!(
-                "layout {layout}: only NCHW teachers are supported"
-            )));
-        }
-        let channels = match (pre.color.as_deref(), dims.get(1).copied().flatten()) {
-            (Some("GRAY"), _) => 1,
-            (Some("RGB"), _) => 3,
-            (Some(other), _) => {
-                return Err(bad(format!(
-                    "colour {other}: GRAY and RGB teachers are supported"
-                )));
-            }
-            (None, Some(c)) => c,
-            (None, None) => 3,
-        };
-        let size = match (pre.size, dims.get(2..4)) {
-            (Some(s), _) => s,
-            (None, Some([Some(h), Some(w)])) => [*h, *w],
-            _ => {
-                return Err(bad(
-                    "the input size is symbolic and vision.preprocess has no size".into(),
-                ));
-            }
-        };
-        let resize = match pre.resize.as_deref() {
-            None | Some("stretch") => Resize::Stretch,
-            Some("center-crop") => Resize::CenterCrop,
-            Some("letterbox") => Resize::Letterbox,
-            Some(other) => return Err(bad(format!("unknown resize `{other}`"))),
-        };
-        let three = |v: Option<Vec<f32>>, default: f32| -> Result<[f32; 3], TeacherError> {
-            match v.as_deref() {
-                None => Ok([default; 3]),
-                Some([a]) => Ok([*a; 3]),
-                Some([a, b, c]) => Ok([*a, *b, *c]),
-                Some(other) => Err(bad(format!(
-                    "mean/std must have 1 or 3 values, got {other:?}"
-                ))),
-            }
-        };
-        let input = InputSpec {
-            size,
-            channels,
-            resize,
-            scale: pre.scale.unwrap_or(1.0 / 255.0),
-            mean: three(pre.mean, 0.0)?,
-            std: three(pre.std, 1.0)?,
-        };
+        let contract = proto
+            .contract()
+            .map_err(|e| contract_err(InputContractError::from(e)))?;
+        let input = InputSpec::from_contract(&contract.preprocess, &dims).map_err(contract_err)?;
         input.validate()?;
-        let output: OutputJson = match proto.metadata("vision.output") {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| bad(format!("vision.output is not valid JSON: {e}")))?,
-            None => OutputJson::default(),
-        };
-        if let Some(name) = output.name.as_deref().filter(|n| *n != OUTPUT_NAME) {
+        if let Some(name) = contract
+            .output
+            .name
+            .as_deref()
+            .filter(|n| *n != OUTPUT_NAME)
+        {
             return Err(bad(format!(
                 "vision.output names `{name}`; the teacher reads `{OUTPUT_NAME}`"
             )));
         }
-        let probabilities = output.scores.as_deref() == Some("probabilities");
-        let from_labels = proto
-            .metadata("vision.labels")
-            .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
-            .map(|l| l.len());
+        let probabilities = contract.output.scores == Some(ScoreKind::Probabilities);
+        let from_labels = contract.labels.as_ref().map(Vec::len);
         let from_shape = graph
             .output
             .iter()
@@ -260,7 +198,7 @@ impl OnnxTeacher {
         let classes = from_shape.or(from_labels).ok_or_else(|| {
             bad("the number of classes is neither in the output shape nor in vision.labels".into())
         })?;
-        let env = verify::load_runtime(ort_library)?;
+        let env = runtime::load_runtime(ort_library)?;
         let session = LogitsSession::new(env, &bytes, classes)?;
         Ok(OnnxTeacher {
             session,

@@ -96,14 +96,6 @@ pub struct QuantizeArgs {
     pub ort_library: Option<PathBuf>,
 }
 
-/// The nearest folder from the current directory upwards that has `.deps/`.
-fn deps_dir() -> Option<PathBuf> {
-    let cwd = std::env::current_dir().ok()?;
-    cwd.ancestors()
-        .map(|d| d.join(".deps"))
-        .find(|d| d.is_dir())
-}
-
 fn default_out(model: &Path, method: Method) -> PathBuf {
     let stem = model
         .file_stem()
@@ -171,12 +163,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{} is not an ONNX model", args.model.display()))?;
     super::check_contract(&model).with_context(|| args.model.display().to_string())?;
 
-    let library = args
-        .ort_library
-        .clone()
-        .or_else(|| deps_dir().map(|d| d.join("onnxruntime/lib/libonnxruntime.so")))
-        .unwrap_or_else(|| PathBuf::from("libonnxruntime.so"));
-    let env = crate::verify::load_runtime(&library)?;
+    let library = crate::project::ort_library(args.ort_library.clone());
+    let env = crate::onnx::runtime::load_runtime(&library)?;
 
     let calibration = if args.method.is_static() {
         args.calibration_size

@@ -9,6 +9,7 @@ use crate::onnx::{
 };
 
 use super::QuantizeError;
+use crate::batch_norm::{self, BatchNormParams};
 
 /// The elements of a float32 initializer, from `raw_data` or `float_data`.
 pub fn tensor_f32(t: &TensorProto) -> Result<Vec<f32>, QuantizeError> {
@@ -256,12 +257,17 @@ pub fn fold_batch_norm(g: &mut GraphProto) -> Result<usize, QuantizeError> {
             }
             None => vec![0.0; channels],
         };
-        let per = w.len() / channels;
-        for c in 0..channels {
-            let s = gamma[c] / (var[c] + eps).sqrt();
-            w[c * per..(c + 1) * per].iter_mut().for_each(|v| *v *= s);
-            b[c] = (b[c] - mean[c]) * s + beta[c];
-        }
+        let params = BatchNormParams {
+            gamma: &gamma,
+            beta: &beta,
+            mean: &mean,
+            var: &var,
+            epsilon: f64::from(eps),
+        };
+        batch_norm::fold(&mut w, &mut b, &params).map_err(|e| QuantizeError::Initializer {
+            name: node_name(&bn).to_owned(),
+            reason: e.to_string(),
+        })?;
         let mut names = Names::new(g);
         let w_name = names.fresh(&format!("{}_bnfolded", conv.input[1]));
         let b_name = names.fresh(&format!("{}_bnfolded_bias", node_name(&conv)));

@@ -31,6 +31,7 @@ use serde::Serialize;
 use crate::onnx::{ModelProto, tensor_shape_proto::dimension};
 use calibrate::RangeMethod;
 use evaluate::SessionOptions;
+use gstvision::contract;
 use qdq::QdqOptions;
 
 /// Why quantization failed.
@@ -73,6 +74,10 @@ pub enum QuantizeError {
     Runtime(String),
     #[error("the metadata is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Contract(#[from] gstvision::contract::ContractError),
+    #[error(transparent)]
+    Input(#[from] crate::data::InputContractError),
     #[error("cannot write {path}: {reason}")]
     Write { path: PathBuf, reason: String },
     #[error(
@@ -279,19 +284,22 @@ pub fn check_images(model: &ModelProto, images: &Images) -> Result<(), QuantizeE
 
 /// The metadata keys a model must carry to be quantized and still be described.
 pub const CONTRACT_KEYS: &[&str] = &[
-    "vision.schema",
-    "vision.labels",
-    "vision.preprocess",
-    "vision.model",
+    contract::KEY_SCHEMA,
+    contract::KEY_LABELS,
+    contract::KEY_PREPROCESS,
+    contract::KEY_MODEL,
 ];
 
+/// Checks that the model carries the contract keys quantization needs, and that the element's
+/// parser accepts them (a model the element rejects is not worth quantizing).
 pub fn check_contract(model: &ModelProto) -> Result<(), QuantizeError> {
-    match CONTRACT_KEYS.iter().find(|k| model.metadata(k).is_none()) {
-        Some(k) => Err(QuantizeError::NoContract {
+    if let Some(k) = CONTRACT_KEYS.iter().find(|k| model.metadata(k).is_none()) {
+        return Err(QuantizeError::NoContract {
             missing: (*k).to_owned(),
-        }),
-        None => Ok(()),
+        });
     }
+    model.contract()?;
+    Ok(())
 }
 
 /// Everything that decides how a model is quantized.
@@ -653,15 +661,15 @@ pub fn describe(
     let entry = model
         .metadata_props
         .iter_mut()
-        .find(|e| e.key.as_deref() == Some("vision.model"))
+        .find(|e| e.key.as_deref() == Some(contract::KEY_MODEL))
         .ok_or_else(|| QuantizeError::NoContract {
-            missing: "vision.model".into(),
+            missing: contract::KEY_MODEL.into(),
         })?;
     let mut info: serde_json::Value = serde_json::from_str(entry.value.as_deref().unwrap_or("{}"))?;
     let obj = info
         .as_object_mut()
         .ok_or_else(|| QuantizeError::NoContract {
-            missing: "vision.model (as a JSON object)".into(),
+            missing: format!("{} (as a JSON object)", contract::KEY_MODEL),
         })?;
     obj.insert(
         "optimisation".into(),
@@ -715,7 +723,7 @@ pub fn write_outcome(
     } else {
         rejected_path(out)
     };
-    crate::export::write(candidate, &target).map_err(|e| write_err(&target, &e))?;
+    crate::onnx::graph::write(candidate, &target).map_err(|e| write_err(&target, &e))?;
     let json = report_path(out);
     std::fs::write(&json, serde_json::to_string_pretty(report)?)
         .map_err(|e| write_err(&json, &e))?;

@@ -13,7 +13,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::data::{self, DataSpec, Image, InputSpec, SplitFractions, Splits};
-use crate::export::Resize;
 use crate::onnx::ModelProto;
 
 use super::{EvalSet, Images, QuantizeError, input_dims};
@@ -21,75 +20,25 @@ use super::{EvalSet, Images, QuantizeError, input_dims};
 /// Seed of the split when the model does not name one (the trainer's default).
 pub const DEFAULT_SEED: u64 = 42;
 
-/// The model's input as `vision.preprocess` and its input shape describe it.
+/// The model's input as `vision.preprocess` and its input shape describe it, read with the
+/// element's contract parser ([`InputSpec::from_contract`]).
 pub fn input_spec(model: &ModelProto) -> Result<InputSpec, QuantizeError> {
-    let missing = |what: &str| QuantizeError::NoContract {
-        missing: format!("vision.preprocess ({what})"),
-    };
-    let text = model
-        .metadata("vision.preprocess")
-        .ok_or_else(|| missing("absent"))?;
-    let pre: serde_json::Value = serde_json::from_str(text)?;
-    let size = pre["size"]
-        .as_array()
-        .filter(|a| a.len() == 2)
-        .and_then(|a| Some([a[0].as_u64()? as usize, a[1].as_u64()? as usize]))
-        .ok_or_else(|| missing("size"))?;
-    let three = |key: &str, default: f32| -> [f32; 3] {
-        match &pre[key] {
-            serde_json::Value::Array(a) => {
-                let v: Vec<f32> = a
-                    .iter()
-                    .filter_map(|x| x.as_f64())
-                    .map(|x| x as f32)
-                    .collect();
-                match v.len() {
-                    1 => [v[0]; 3],
-                    3 => [v[0], v[1], v[2]],
-                    _ => [default; 3],
-                }
-            }
-            serde_json::Value::Number(n) => [n.as_f64().unwrap_or(f64::from(default)) as f32; 3],
-            _ => [default; 3],
-        }
-    };
+    let contract = model.contract()?;
     let (_, dims) = input_dims(model)?;
-    let layout = pre["layout"].as_str().unwrap_or("NCHW");
-    if layout != "NCHW" {
-        return Err(missing(
-            "layout other than NCHW is not supported for quantization",
-        ));
-    }
-    let channels = match (dims.get(1).copied().flatten(), pre["color"].as_str()) {
-        (Some(c), _) => c,
-        (None, Some("GRAY")) => 1,
-        _ => 3,
-    };
-    let resize = match pre["resize"].as_str().unwrap_or("stretch") {
-        "center-crop" => Resize::CenterCrop,
-        "letterbox" => Resize::Letterbox,
-        _ => Resize::Stretch,
-    };
-    Ok(InputSpec {
-        size,
-        channels,
-        resize,
-        scale: pre["scale"].as_f64().unwrap_or(1.0) as f32,
-        mean: three("mean", 0.0),
-        std: three("std", 1.0),
-    })
+    Ok(InputSpec::from_contract(&contract.preprocess, &dims)?)
 }
 
 /// The data set and split seed the model's `vision.model` names, if any: a `data` or
 /// `training_data` field that is a data spec, or a Fashion-MNIST description.
 pub fn training_data(model: &ModelProto) -> Option<(DataSpec, u64)> {
-    let info: serde_json::Value = serde_json::from_str(model.metadata("vision.model")?).ok()?;
-    let seed = info["seed"]
-        .as_u64()
-        .or_else(|| info["split_seed"].as_u64())
+    let info = model.contract().ok()?.model.extra;
+    let field = |key: &str| info.get(key);
+    let seed = field("seed")
+        .and_then(|v| v.as_u64())
+        .or_else(|| field("split_seed").and_then(|v| v.as_u64()))
         .unwrap_or(DEFAULT_SEED);
     for key in ["data_spec", "data", "training_data"] {
-        let Some(text) = info[key].as_str() else {
+        let Some(text) = field(key).and_then(|v| v.as_str()) else {
             continue;
         };
         if let Ok(spec) = DataSpec::from_str(text) {
@@ -302,7 +251,7 @@ mod tests {
     fn with_model_info(json: &str) -> ModelProto {
         ModelProto {
             metadata_props: vec![StringStringEntryProto {
-                key: Some("vision.model".into()),
+                key: Some(gstvision::contract::KEY_MODEL.into()),
                 value: Some(json.into()),
             }],
             ..Default::default()

@@ -7,14 +7,15 @@ use burn::prelude::*;
 
 use super::BatchSource;
 use super::TrainError;
+use super::artifacts::{MODEL_CARD, MODEL_WEIGHTS, ModelCard, Network, TrainedModel};
 use super::config::TrainConfig;
 use super::overrides::ConfigArgs;
-use super::run::{self, MODEL_CARD, MODEL_WEIGHTS, ModelCard, Network, TrainedModel};
+use super::prepared;
 use super::source::SplitSource;
-use crate::export::{Metadata, ModelInfo};
-use crate::model::export as onnx_export;
+use crate::model::export;
+use crate::onnx::metadata::{Metadata, ModelInfo};
+use crate::onnx::runtime::{self, LogitsSession};
 use crate::report::{Metrics, RunReport};
-use crate::verify::{self, LogitsSession};
 
 /// The configuration a run folder keeps (written by `report::RunReport`).
 const CONFIG_FILE: &str = "config.toml";
@@ -68,7 +69,7 @@ pub fn evaluate(request: &EvaluateRequest) -> Result<EvaluateReport, TrainError>
         args.config = Some(saved);
     }
     let config = args.resolve(TrainConfig::default())?;
-    let prepared = run::prepare(&config)?;
+    let prepared = prepared::prepare(&config)?;
     if prepared.dataset.classes != card.classes {
         return Err(TrainError::Config(format!(
             "the model was trained on classes [{}] but the data has [{}]",
@@ -83,7 +84,7 @@ pub fn evaluate(request: &EvaluateRequest) -> Result<EvaluateReport, TrainError>
         card.input.to_spec()?,
     );
     let scores = if onnx {
-        let library = request.ort_library.clone().unwrap_or_else(default_ort);
+        let library = crate::project::ort_library(request.ort_library.clone());
         onnx_scores(&request.model, &library, card.classes.len(), &test)?
     } else {
         TrainedModel::load(&card, &run_dir.join(MODEL_WEIGHTS))?.predict(&test)?
@@ -109,10 +110,6 @@ pub fn evaluate(request: &EvaluateRequest) -> Result<EvaluateReport, TrainError>
     Ok(EvaluateReport { metrics, written })
 }
 
-fn default_ort() -> PathBuf {
-    crate::import::ImportOptions::project_defaults(&run::project_root(), PathBuf::new()).ort_library
-}
-
 fn onnx_scores(
     model: &Path,
     library: &Path,
@@ -123,17 +120,12 @@ fn onnx_scores(
         path: model.to_path_buf(),
         source,
     })?;
-    let env = verify::load_runtime(library).map_err(|e| TrainError::Other(e.to_string()))?;
-    let mut session =
-        LogitsSession::new(env, &bytes, classes).map_err(|e| TrainError::Other(e.to_string()))?;
+    let env = runtime::load_runtime(library)?;
+    let mut session = LogitsSession::new(env, &bytes, classes)?;
     let mut scores = Vec::new();
     for batch in source.batches(0)? {
         let batch = batch?;
-        scores.extend(
-            session
-                .run(&batch.images, batch.shape)
-                .map_err(|e| TrainError::Other(e.to_string()))?,
-        );
+        scores.extend(session.run(&batch.images, batch.shape)?);
     }
     Ok(scores)
 }
@@ -167,12 +159,10 @@ pub fn export_run(run_dir: &Path, out: &Path, ort_library: &Path) -> Result<Stri
             extra: serde_json::Map::new(),
         },
     };
-    let export_err = |e: crate::export::ExportError| TrainError::Other(e.to_string());
     let summary = match &model {
-        TrainedModel::Cnn(m) => onnx_export::export_small_cnn(m, &meta, out),
-        TrainedModel::Effnet(m) => onnx_export::export_effnet(m, &meta, out),
-    }
-    .map_err(export_err)?;
+        TrainedModel::Cnn(m) => export::export_small_cnn(m, &meta, out),
+        TrainedModel::Effnet(m) => export::export_effnet(m, &meta, out),
+    }?;
 
     // Real images for the parity check: the first test images of the run's data.
     let saved = run_dir.join(CONFIG_FILE);
@@ -181,7 +171,7 @@ pub fn export_run(run_dir: &Path, out: &Path, ort_library: &Path) -> Result<Stri
     } else {
         TrainConfig::default()
     };
-    let prepared = run::prepare(&config)?;
+    let prepared = prepared::prepare(&config)?;
     let take: Vec<usize> = prepared.splits.test.iter().take(64).copied().collect();
     let source = SplitSource::evaluation(prepared.dataset.clone(), take, 64, input);
     let batch = source
@@ -191,12 +181,9 @@ pub fn export_run(run_dir: &Path, out: &Path, ort_library: &Path) -> Result<Stri
     let images =
         Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &Device::flex());
     let parity = match &model {
-        TrainedModel::Cnn(m) => onnx_export::check_against_ort(m, out, images, 1e-3, ort_library),
-        TrainedModel::Effnet(m) => {
-            onnx_export::check_against_ort(m, out, images, 1e-3, ort_library)
-        }
-    }
-    .map_err(export_err)?;
+        TrainedModel::Cnn(m) => export::check_against_ort(m, out, images, 1e-3, ort_library),
+        TrainedModel::Effnet(m) => export::check_against_ort(m, out, images, 1e-3, ort_library),
+    }?;
     Ok(format!(
         "wrote {} ({} bytes, {} parameters); ONNX Runtime vs burn on {} test images: max |diff| \
          {:.2e}, top-1 agreement {:.1} %",

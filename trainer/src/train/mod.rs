@@ -10,6 +10,7 @@
 //! - [`search`]: random search + successive halving over LR, batch size, weight decay and
 //!   augmentation strength.
 
+pub mod artifacts;
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;
@@ -17,6 +18,7 @@ pub mod fit;
 pub mod loss;
 pub mod optim;
 pub mod overrides;
+pub mod prepared;
 pub mod run;
 pub mod schedule;
 pub mod search;
@@ -76,6 +78,20 @@ pub enum TrainError {
     Config(String),
     #[error("tensor data: {0}")]
     Tensor(String),
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Runtime(#[from] crate::onnx::runtime::VerifyError),
+    #[error(transparent)]
+    Export(#[from] crate::onnx::graph::ExportError),
+    #[error(transparent)]
+    Effnet(#[from] crate::model::efficientnet::EffnetError),
+    /// The packaged EfficientNet weights could not be loaded.
+    #[error("{}: {source}", .path.display())]
+    Weights {
+        path: PathBuf,
+        source: crate::model::efficientnet::EffnetError,
+    },
+    #[error("no trials")]
+    NoTrials,
 }

@@ -10,255 +10,24 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::prelude::*;
-use clap::ValueEnum;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::artifacts::{
+    CHECKPOINTS, InputCard, MODEL_CARD, MODEL_WEIGHTS, ModelCard, Network, ONNX_MODEL, TrainedModel,
+};
 use super::checkpoint;
 use super::config::{Arch, TrainConfig};
 use super::fit::{self, FitObserver, FitOutcome};
+use super::prepared::prepare;
 use super::source::SplitSource;
 use super::{BatchSource, TrainError};
-use crate::data::{self, DataSpec, Dataset, InputSpec, SplitFractions, Splits};
-use crate::export::Resize;
-use crate::model::Classifier;
-use crate::model::cnn::{SmallCnn, SmallCnnConfig};
+use crate::model::cnn::SmallCnnConfig;
 use crate::model::efficientnet::{EffnetClassifier, EffnetConfig};
 use crate::report::{EpochRecord, History, Metrics, Progress, RunReport};
-
-/// Files of a run folder written here (the report's own are in `report::run::files`).
-pub const MODEL_CARD: &str = "model.json";
-pub const MODEL_WEIGHTS: &str = "model.bpk";
-pub const CHECKPOINTS: &str = "checkpoints";
-pub const ONNX_MODEL: &str = "model.onnx";
-
-/// The network a weights file belongs to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "arch", rename_all = "kebab-case")]
-pub enum Network {
-    Cnn(SmallCnnConfig),
-    EfficientnetLite0(EffnetConfig),
-}
-
-/// `InputSpec` in a serialisable form.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InputCard {
-    pub size: [usize; 2],
-    pub channels: usize,
-    pub resize: String,
-    pub scale: f32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-impl From<&InputSpec> for InputCard {
-    fn from(i: &InputSpec) -> Self {
-        Self {
-            size: i.size,
-            channels: i.channels,
-            resize: i
-                .resize
-                .to_possible_value()
-                .map_or_else(|| "stretch".into(), |v| v.get_name().to_owned()),
-            scale: i.scale,
-            mean: i.mean,
-            std: i.std,
-        }
-    }
-}
-
-impl InputCard {
-    pub fn to_spec(&self) -> Result<InputSpec, TrainError> {
-        let resize = Resize::from_str(&self.resize, true)
-            .map_err(|e| TrainError::Config(format!("input resize `{}`: {e}", self.resize)))?;
-        Ok(InputSpec {
-            size: self.size,
-            channels: self.channels,
-            resize,
-            scale: self.scale,
-            mean: self.mean,
-            std: self.std,
-        })
-    }
-}
-
-/// `model.json`: everything needed to rebuild the network and feed it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelCard {
-    pub network: Network,
-    pub classes: Vec<String>,
-    pub input: InputCard,
-    /// Where the training data came from (`Dataset::description`).
-    pub training_data: String,
-}
-
-impl ModelCard {
-    pub fn read(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
-    }
-
-    pub fn write(&self, path: &Path) -> Result<(), TrainError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(path, text + "\n").map_err(|source| TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
-
-/// A trained network of either architecture, on a plain (inference) device.
-#[derive(Debug, Clone)]
-pub enum TrainedModel {
-    Cnn(SmallCnn),
-    Effnet(EffnetClassifier),
-}
-
-impl TrainedModel {
-    /// Rebuilds the network of `card` and loads `weights` (a burnpack file) into it.
-    pub fn load(card: &ModelCard, weights: &Path) -> Result<Self, TrainError> {
-        let device = Device::flex();
-        Ok(match &card.network {
-            Network::Cnn(c) => {
-                TrainedModel::Cnn(checkpoint::load_model(weights, c.init(&device)?)?.valid())
-            }
-            Network::EfficientnetLite0(c) => {
-                let model = c
-                    .init(&device)
-                    .map_err(|e| TrainError::Other(e.to_string()))?;
-                TrainedModel::Effnet(checkpoint::load_model(weights, model)?.valid())
-            }
-        })
-    }
-
-    /// Scores (logits, N×K row-major) of every image of `source`, in order.
-    pub fn predict(&self, source: &dyn BatchSource) -> Result<Vec<f32>, TrainError> {
-        match self {
-            TrainedModel::Cnn(m) => predict(m, source),
-            TrainedModel::Effnet(m) => predict(m, source),
-        }
-    }
-}
-
-/// Logits of `model` (already in inference mode, on a plain device) for every image of
-/// `source`, in order.
-pub fn predict<M: Classifier>(model: &M, source: &dyn BatchSource) -> Result<Vec<f32>, TrainError> {
-    let device = Device::flex();
-    let mut scores = Vec::new();
-    for batch in source.batches(0)? {
-        let batch = batch?;
-        let images = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
-        let logits = model.logits(images).into_data();
-        scores.extend(
-            logits
-                .try_into_vec::<f32>()
-                .map_err(|e| TrainError::Tensor(format!("{e:?}")))?,
-        );
-    }
-    Ok(scores)
-}
-
-/// A loaded dataset with its splits and the model input.
-pub struct Prepared {
-    pub dataset: Arc<Dataset>,
-    pub splits: Splits,
-    pub input: InputSpec,
-    /// `balance_report` of the splits, as text.
-    pub balance: String,
-}
-
-/// The model input for `arch` on `ds` with the config's `image_size`.
-pub fn input_spec(config: &TrainConfig, ds: &Dataset) -> InputSpec {
-    match config.arch {
-        Arch::Cnn => {
-            let native = ds.images.first().map_or([28, 28], |i| [i.height, i.width]);
-            InputSpec {
-                size: if config.image_size > 0 {
-                    [config.image_size; 2]
-                } else {
-                    native
-                },
-                channels: ds.channels().max(1),
-                resize: Resize::Stretch,
-                scale: 1.0 / 255.0,
-                mean: [0.5; 3],
-                std: [0.5; 3],
-            }
-        }
-        Arch::EfficientnetLite0 => {
-            let pre = crate::import::preprocess(Resize::Stretch);
-            let side = if config.image_size > 0 {
-                config.image_size
-            } else {
-                crate::import::INPUT_SIZE
-            };
-            InputSpec {
-                size: [side, side],
-                channels: 3,
-                resize: pre.resize,
-                scale: pre.scale,
-                mean: pre.mean,
-                std: pre.std,
-            }
-        }
-    }
-}
-
-/// Loads the data of `config`, splits it (stratified, seeded) and picks the model input.
-pub fn prepare(config: &TrainConfig) -> Result<Prepared, TrainError> {
-    let spec = DataSpec::from_str(&config.data)?;
-    let mut ds = data::load(&spec)?;
-    let fractions = if ds.predefined_test.is_some() {
-        SplitFractions {
-            train: (1.0 - config.val_fraction) as f32,
-            val: config.val_fraction as f32,
-            test: 0.0,
-        }
-    } else {
-        SplitFractions {
-            train: (1.0 - config.val_fraction - config.test_fraction) as f32,
-            val: config.val_fraction as f32,
-            test: config.test_fraction as f32,
-        }
-    };
-    let mut splits = Splits::stratified(&ds, fractions, config.seed)?;
-    if config.train_per_class > 0 {
-        splits.train =
-            data::subset_per_class(&ds, &splits.train, config.train_per_class, config.seed);
-    }
-    let input = input_spec(config, &ds);
-    // Large pictures are fitted once, not in every epoch.
-    let largest = ds
-        .images
-        .iter()
-        .map(|i| i.width.max(i.height))
-        .max()
-        .unwrap_or(0);
-    if largest > 2 * input.size[0].max(input.size[1]) {
-        ds = ds.fitted(&input)?;
-    }
-    let balance = data::balance_report(&ds, &splits).to_string();
-    Ok(Prepared {
-        dataset: Arc::new(ds),
-        splits,
-        input,
-        balance,
-    })
-}
 
 /// Shows a [`Progress`] for the loop.
 pub struct ProgressObserver {
@@ -464,10 +233,7 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
     report.write_metrics(&metrics, &extra)?;
     report.write_summary(&format!("{} on {}", config.arch.name(), ds.description))?;
     let export = if options.export {
-        let library = options.ort_library.clone().unwrap_or_else(|| {
-            crate::import::ImportOptions::project_defaults(&project_root(), PathBuf::new())
-                .ort_library
-        });
+        let library = crate::project::ort_library(options.ort_library.clone());
         Some(super::evaluate::export_run(
             &options.out,
             &options.out.join(ONNX_MODEL),
@@ -507,12 +273,19 @@ fn transfer(
     let weights = match &options.weights {
         Some(w) => w.clone(),
         None => {
-            crate::import::ImportOptions::project_defaults(&project_root(), PathBuf::new()).weights
+            crate::import::ImportOptions::project_defaults(
+                &crate::project::project_root(),
+                PathBuf::new(),
+            )
+            .weights
         }
     };
     let model = effnet
         .pretrained(&weights, device)
-        .map_err(|e| TrainError::Other(format!("{}: {e}", weights.display())))?
+        .map_err(|source| TrainError::Weights {
+            path: weights.clone(),
+            source,
+        })?
         .freeze_backbone();
     let head_dir = checkpoints.join("head");
     let mut obs = observer(options, config.epochs, train.batch_count());
@@ -562,43 +335,6 @@ fn transfer(
         best_epoch,
         fine.train_images_per_second,
     ))
-}
-
-/// The nearest folder from the current directory upwards that has `.deps/` (where
-/// scripts/setup.sh puts the EfficientNet weights), else the current directory.
-pub fn project_root() -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_default();
-    cwd.ancestors()
-        .find(|d| d.join(".deps").is_dir())
-        .map_or_else(|| cwd.clone(), Path::to_path_buf)
-}
-
-/// Test-split metrics of a trained run folder (or of `model.json` + `model.bpk` anywhere)
-/// on the data and splits of `config` (the run's own `config.toml` by default).
-pub fn evaluate_checkpoint(
-    card_path: &Path,
-    weights: &Path,
-    config: &TrainConfig,
-) -> Result<(Metrics, ModelCard), TrainError> {
-    let card = ModelCard::read(card_path)?;
-    let model = TrainedModel::load(&card, weights)?;
-    let prepared = prepare(config)?;
-    if prepared.dataset.classes != card.classes {
-        return Err(TrainError::Config(format!(
-            "the model was trained on classes [{}] but the data has [{}]",
-            card.classes.join(", "),
-            prepared.dataset.classes.join(", ")
-        )));
-    }
-    let test = SplitSource::evaluation(
-        prepared.dataset.clone(),
-        prepared.splits.test.clone(),
-        config.batch_size.max(64),
-        card.input.to_spec()?,
-    );
-    let scores = model.predict(&test)?;
-    let metrics = Metrics::compute(&scores, &test.labels(), &card.classes)?;
-    Ok((metrics, card))
 }
 
 /// Hyper-parameter search for `base` (CNN or transfer): every trial is a fresh run on the
@@ -669,7 +405,7 @@ pub fn search(
                     Some(w) => w.clone(),
                     None => {
                         crate::import::ImportOptions::project_defaults(
-                            &project_root(),
+                            &crate::project::project_root(),
                             PathBuf::new(),
                         )
                         .weights
@@ -677,7 +413,10 @@ pub fn search(
                 };
                 let model = effnet
                     .pretrained(&weights, &device)
-                    .map_err(|e| TrainError::Other(format!("{}: {e}", weights.display())))?
+                    .map_err(|source| TrainError::Weights {
+                        path: weights.clone(),
+                        source,
+                    })?
                     .freeze_backbone();
                 fit::fit(
                     model,

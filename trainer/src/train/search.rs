@@ -161,8 +161,7 @@ impl Leaderboard {
         };
         fs::create_dir_all(dir).map_err(io(dir))?;
         let json = dir.join("leaderboard.json");
-        let text =
-            serde_json::to_string_pretty(self).map_err(|e| TrainError::Other(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self)?;
         fs::write(&json, text).map_err(io(&json))?;
         let md = dir.join("leaderboard.md");
         fs::write(&md, self.table()).map_err(io(&md))?;
@@ -310,7 +309,7 @@ mod tests {
         // 9 trials × 1 epoch, 3 × 3, 1 × 9.
         let budgets: Vec<usize> = calls.iter().map(|c| c.1).collect();
         assert_eq!(budgets, [[1; 9].as_slice(), &[3; 3], &[9]].concat());
-        let best = board.best().ok_or(TrainError::Other("no trials".into()))?;
+        let best = board.best().ok_or(TrainError::NoTrials)?;
         assert_eq!(best.rungs.len(), 3);
         // The winner is the sampled LR closest to 0.05 (the objective's optimum).
         let closest = sample(&config)?

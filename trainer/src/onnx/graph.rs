@@ -1,25 +1,23 @@
-//! ONNX export of the trainer's own architectures, with the `vision.*` metadata contract of
-//! models/README.md.
+//! The ONNX graph writer: the trainer's own architectures as ONNX, with the `vision.*`
+//! metadata of [`super::metadata`].
 //!
 //! The graph is written node by node (opset 17, IR version 8): BatchNorm is already folded
 //! into the convolutions, ReLU6 is `Clip(0, 6)`, the batch dimension is symbolic (`N`).
 
 use std::path::Path;
 
+use gstvision::contract::ColorName;
 use serde::{Deserialize, Serialize};
 
-use crate::efficientnet::{Conv, EfficientNetLite};
+use super::metadata::{INPUT_NAME, Metadata, OUTPUT_NAME, metadata_props};
+use super::network::{Conv, EfficientNetLite};
 use crate::onnx::{
-    AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, ValueInfoProto,
+    AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    ValueInfoProto,
 };
 
 pub const OPSET: i64 = 17;
 pub const IR_VERSION: i64 = 8;
-pub const INPUT_NAME: &str = "input";
-pub const OUTPUT_NAME: &str = "logits";
-/// Contract version written in `vision.schema`.
-pub const SCHEMA: &str = "1";
 
 /// How the stride-2 convolutions pad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -59,57 +57,6 @@ impl Padding {
     }
 }
 
-/// How a frame is fitted to the input (`vision.preprocess.resize`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Resize {
-    Stretch,
-    CenterCrop,
-    Letterbox,
-}
-
-/// `vision.preprocess`: how frames become the input tensor; each value is
-/// `(pixel × scale − mean[c]) / std[c]` on 0..255 pixels.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Preprocess {
-    /// `[height, width]`.
-    pub size: [usize; 2],
-    pub layout: &'static str,
-    pub color: &'static str,
-    pub resize: Resize,
-    pub scale: f32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-/// `vision.output`.
-#[derive(Debug, Clone, Serialize)]
-pub struct OutputSpec {
-    pub name: &'static str,
-    pub scores: &'static str,
-}
-
-/// `vision.model`: descriptive fields; `extra` holds any further ones (padding, source).
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelInfo {
-    pub name: String,
-    pub version: String,
-    pub task: String,
-    pub architecture: String,
-    pub training_data: String,
-    pub optimisation: String,
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-/// Everything the exported file says about itself.
-#[derive(Debug, Clone)]
-pub struct Metadata {
-    pub labels: Vec<String>,
-    pub preprocess: Preprocess,
-    pub model: ModelInfo,
-}
-
 /// Why an export (or its check in ONNX Runtime) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -129,7 +76,7 @@ pub enum ExportError {
     #[error("cannot read the model's weights: {0}")]
     Weights(String),
     #[error(transparent)]
-    Verify(#[from] crate::verify::VerifyError),
+    Verify(#[from] super::runtime::VerifyError),
     #[error(
         "the ONNX model {path} does not match the trainer (so it was removed): {reason}; \
          max |logit difference| {max_abs_diff:.3e} (tolerance {tolerance:.1e}), top-1 agreement \
@@ -207,16 +154,15 @@ pub fn efficientnet_lite(
 /// Checks that `channels` input channels fit `vision.preprocess.color` (GRAY = 1, RGB/BGR = 3).
 pub(crate) fn check_color(channels: usize, meta: &Metadata) -> Result<(), ExportError> {
     let fits = match meta.preprocess.color {
-        "GRAY" => channels == 1,
-        "RGB" | "BGR" => channels == 3,
-        _ => false,
+        ColorName::Gray => channels == 1,
+        ColorName::Rgb | ColorName::Bgr => channels == 3,
     };
     if fits {
         Ok(())
     } else {
         Err(ExportError::Color {
             channels,
-            color: meta.preprocess.color.to_owned(),
+            color: meta.preprocess.color.name().to_owned(),
         })
     }
 }
@@ -235,33 +181,6 @@ fn model_proto(graph: GraphProto, meta: &Metadata) -> Result<ModelProto, ExportE
         metadata_props: metadata_props(meta)?,
         ..Default::default()
     })
-}
-
-/// The `vision.*` entries, each a JSON document.
-pub fn metadata_props(meta: &Metadata) -> Result<Vec<StringStringEntryProto>, ExportError> {
-    let entries = [
-        ("vision.schema", serde_json::to_string(SCHEMA)?),
-        ("vision.labels", serde_json::to_string(&meta.labels)?),
-        (
-            "vision.preprocess",
-            serde_json::to_string(&meta.preprocess)?,
-        ),
-        (
-            "vision.output",
-            serde_json::to_string(&OutputSpec {
-                name: OUTPUT_NAME,
-                scores: "logits",
-            })?,
-        ),
-        ("vision.model", serde_json::to_string(&meta.model)?),
-    ];
-    Ok(entries
-        .into_iter()
-        .map(|(k, v)| StringStringEntryProto {
-            key: Some(k.to_owned()),
-            value: Some(v),
-        })
-        .collect())
 }
 
 /// Writes a model to `path`, creating its folder.
@@ -464,23 +383,5 @@ mod tests {
         assert_eq!(p.out_size(14, 5, 2), 7);
         assert_eq!(Padding::Symmetric.out_size(224, 3, 2), 112);
         assert_eq!(Padding::Symmetric.out_size(14, 5, 2), 7);
-    }
-
-    #[test]
-    fn preprocess_json_uses_the_contract_names() -> Result<(), serde_json::Error> {
-        let p = Preprocess {
-            size: [224, 224],
-            layout: "NCHW",
-            color: "RGB",
-            resize: Resize::CenterCrop,
-            scale: 1.0,
-            mean: [127.0; 3],
-            std: [128.0; 3],
-        };
-        assert_eq!(
-            serde_json::to_string(&p)?,
-            r#"{"size":[224,224],"layout":"NCHW","color":"RGB","resize":"center-crop","scale":1.0,"mean":[127.0,127.0,127.0],"std":[128.0,128.0,128.0]}"#
-        );
-        Ok(())
     }
 }

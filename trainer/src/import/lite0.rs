@@ -8,14 +8,48 @@
 //! stage's stride; stages 2, 3, 4 and 6 of 7 downsample), which gives stride 2 at blocks 1,
 //! 3, 5 and 11 for Lite0.
 
-use crate::pth::{PthError, StateDict, Tensor};
+use super::pth::{PthError, StateDict};
+use crate::batch_norm::{self, BatchNormParams};
+use crate::onnx::network::{Block, Conv, EfficientNetLite};
 
 /// BatchNorm epsilon of the TensorFlow EfficientNet-Lite checkpoints.
 pub const BN_EPS: f32 = 1e-3;
 
-/// Stride of the first block of each stage (EfficientNet-B0's block arguments, shared by
-/// the Lite family).
-const STAGE_STRIDES: [usize; 7] = [1, 2, 2, 2, 1, 2, 1];
+/// Lite0's blocks as `(expansion ratio, kernel, stride, output channels)`: what the packaged
+/// weights contain (checked against them in the tests). The one architecture table: the burn
+/// network is built from it without the weights (to load a checkpoint into), and the importer
+/// takes each stage's stride from it ([`stage_strides`]; the Lite family shares them).
+pub const LITE0_BLOCKS: [(usize, usize, usize, usize); 16] = [
+    (1, 3, 1, 16),
+    (6, 3, 2, 24),
+    (6, 3, 1, 24),
+    (6, 5, 2, 40),
+    (6, 5, 1, 40),
+    (6, 3, 2, 80),
+    (6, 3, 1, 80),
+    (6, 3, 1, 80),
+    (6, 5, 1, 112),
+    (6, 5, 1, 112),
+    (6, 5, 1, 112),
+    (6, 5, 2, 192),
+    (6, 5, 1, 192),
+    (6, 5, 1, 192),
+    (6, 5, 1, 192),
+    (6, 3, 1, 320),
+];
+/// Output channels of Lite0's stem.
+pub const LITE0_STEM: usize = 32;
+
+/// Stride of the first block of each stage (a stage is a run of blocks with the same output
+/// channels), read from [`LITE0_BLOCKS`].
+pub fn stage_strides() -> Vec<usize> {
+    LITE0_BLOCKS
+        .iter()
+        .enumerate()
+        .filter(|&(i, b)| i == 0 || LITE0_BLOCKS[i - 1].3 != b.3)
+        .map(|(_, b)| b.2)
+        .collect()
+}
 
 /// Why a state dict is not an EfficientNet-Lite this code can build.
 #[derive(Debug, thiserror::Error)]
@@ -26,85 +60,7 @@ pub enum ArchError {
     Layout(String),
 }
 
-/// A convolution with its BatchNorm folded in (and so with a bias).
-#[derive(Debug, Clone)]
-pub struct Conv {
-    /// `[out, in / groups, k, k]`, row-major.
-    pub weight: Tensor,
-    pub bias: Vec<f32>,
-    pub stride: usize,
-    pub groups: usize,
-}
-
-impl Conv {
-    pub fn out_channels(&self) -> usize {
-        self.weight.shape[0]
-    }
-
-    pub fn in_channels(&self) -> usize {
-        self.weight.shape[1] * self.groups
-    }
-
-    pub fn kernel(&self) -> usize {
-        self.weight.shape[2]
-    }
-}
-
-/// An inverted-residual (MBConv) block without squeeze-excite.
-#[derive(Debug, Clone)]
-pub struct Block {
-    /// 1×1 expansion + ReLU6; absent when the expansion ratio is 1.
-    pub expand: Option<Conv>,
-    /// Depthwise k×k + ReLU6.
-    pub depthwise: Conv,
-    /// 1×1 projection, linear.
-    pub project: Conv,
-    /// Whether the input is added to the output (stride 1 and equal channels).
-    pub residual: bool,
-}
-
-impl Block {
-    pub fn in_channels(&self) -> usize {
-        self.expand
-            .as_ref()
-            .map_or(self.depthwise.in_channels(), Conv::in_channels)
-    }
-
-    pub fn out_channels(&self) -> usize {
-        self.project.out_channels()
-    }
-
-    pub fn stride(&self) -> usize {
-        self.depthwise.stride
-    }
-
-    pub fn expand_ratio(&self) -> usize {
-        self.depthwise.out_channels() / self.in_channels().max(1)
-    }
-}
-
-/// The whole network: stem, blocks, head, classifier.
-#[derive(Debug, Clone)]
-pub struct EfficientNetLite {
-    /// 3×3 stride-2 conv + ReLU6.
-    pub stem: Conv,
-    pub blocks: Vec<Block>,
-    /// 1×1 conv + ReLU6.
-    pub head: Conv,
-    /// `[classes, features]`.
-    pub fc_weight: Tensor,
-    pub fc_bias: Vec<f32>,
-}
-
 impl EfficientNetLite {
-    pub fn num_classes(&self) -> usize {
-        self.fc_weight.shape[0]
-    }
-
-    pub fn input_channels(&self) -> usize {
-        self.stem.in_channels()
-    }
-
     /// Builds the network from `efficientnet_pytorch` names: `_conv_stem`, `_bn0`,
     /// `_blocks.N.{_expand_conv,_bn0,_depthwise_conv,_bn1,_project_conv,_bn2}`, `_conv_head`,
     /// `_bn1`, `_fc`.
@@ -116,6 +72,7 @@ impl EfficientNetLite {
             )));
         }
         let stem = conv_bn(sd, "_conv_stem", "_bn0", 2, 1)?;
+        let stage_strides = stage_strides();
 
         let count = (0..)
             .take_while(|i| sd.contains(&format!("_blocks.{i}._depthwise_conv.weight")))
@@ -150,11 +107,11 @@ impl EfficientNetLite {
                 stage += 1;
             }
             let stride = if first_of_stage {
-                *STAGE_STRIDES.get(stage).ok_or_else(|| {
+                *stage_strides.get(stage).ok_or_else(|| {
                     layout(format!(
                         "block {i} starts stage {} but EfficientNet has {}",
                         stage + 1,
-                        STAGE_STRIDES.len()
+                        stage_strides.len()
                     ))
                 })?
             } else {
@@ -206,11 +163,11 @@ impl EfficientNetLite {
             channels = out;
             blocks.push(block);
         }
-        if stage + 1 != STAGE_STRIDES.len() {
+        if stage + 1 != stage_strides.len() {
             return Err(layout(format!(
                 "it has {} stages of blocks, EfficientNet has {}",
                 stage + 1,
-                STAGE_STRIDES.len()
+                stage_strides.len()
             )));
         }
 
@@ -241,35 +198,6 @@ impl EfficientNetLite {
             fc_weight,
             fc_bias,
         })
-    }
-
-    /// A one-line-per-block summary (for the CLI and the report).
-    pub fn describe(&self) -> String {
-        let mut s = format!(
-            "stem 3x3/{} {}->{}\n",
-            self.stem.stride,
-            self.stem.in_channels(),
-            self.stem.out_channels()
-        );
-        for (i, b) in self.blocks.iter().enumerate() {
-            s += &format!(
-                "block {i:2}: k{} s{} e{} {}->{}{}\n",
-                b.depthwise.kernel(),
-                b.stride(),
-                b.expand_ratio(),
-                b.in_channels(),
-                b.out_channels(),
-                if b.residual { " +skip" } else { "" }
-            );
-        }
-        s += &format!(
-            "head 1x1 {}->{}, fc {}->{}",
-            self.head.in_channels(),
-            self.head.out_channels(),
-            self.fc_weight.shape[1],
-            self.num_classes()
-        );
-        s
     }
 }
 
@@ -304,16 +232,16 @@ fn conv_bn(
             "{bn} does not have {out} channels like {conv}"
         )));
     }
-    let per_out = weight.numel() / out.max(1);
-    let mut bias = Vec::with_capacity(out);
-    for o in 0..out {
-        // In f64: the fold should not add rounding of its own.
-        let k = f64::from(gamma[o]) / (f64::from(var[o]) + f64::from(BN_EPS)).sqrt();
-        for w in &mut weight.data[o * per_out..(o + 1) * per_out] {
-            *w = (f64::from(*w) * k) as f32;
-        }
-        bias.push((f64::from(beta[o]) - f64::from(mean[o]) * k) as f32);
-    }
+    let mut bias = vec![0.0; out];
+    let params = BatchNormParams {
+        gamma: &gamma,
+        beta: &beta,
+        mean: &mean,
+        var: &var,
+        epsilon: f64::from(BN_EPS),
+    };
+    batch_norm::fold(&mut weight.data, &mut bias, &params)
+        .map_err(|e| ArchError::Layout(format!("{conv} + {bn}: {e}")))?;
     Ok(Conv {
         weight,
         bias,
@@ -325,6 +253,12 @@ fn conv_bn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stages_and_their_strides_come_from_the_block_table() {
+        // EfficientNet-B0's block arguments, shared by the Lite family: 7 stages.
+        assert_eq!(stage_strides(), [1, 2, 2, 2, 1, 2, 1]);
+    }
 
     #[test]
     fn lite0_layout_from_the_real_weights() -> Result<(), ArchError> {

@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::pickle::{self, PickleError, Value};
+use super::pickle::{self, PickleError, Value};
+use crate::onnx::network::Tensor;
 
 const MAGIC: i128 = 0x1950a86a20f9469cfc6c;
 const PROTOCOL_VERSION: i128 = 1001;
@@ -86,19 +87,6 @@ impl DType {
             DType::F16 | DType::I16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
         }
-    }
-}
-
-/// A dense, contiguous (row-major) `f32` tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-impl Tensor {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
     }
 }
 

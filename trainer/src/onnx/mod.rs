@@ -1,7 +1,16 @@
-//! The subset of `onnx.proto` the trainer writes, as hand-derived `prost` messages (no
+//! ONNX: the subset of `onnx.proto` the trainer writes, as hand-derived `prost` messages (no
 //! `protoc` needed). Field numbers and types are exactly those of onnx/onnx.proto (proto2);
 //! repeated scalars are written unpacked, as proto2 does, although every ONNX reader
 //! accepts both encodings.
+//!
+//! Below it, one direction of imports: [`metadata`] (the contract as the trainer writes it)
+//! ← [`runtime`] (ONNX Runtime sessions, the parity check) ← [`graph`] (the graph writer, which
+//! emits a [`network`]). Nothing here imports from the rest of the trainer.
+
+pub mod graph;
+pub mod metadata;
+pub mod network;
+pub mod runtime;
 
 use prost::Message;
 
@@ -310,6 +319,14 @@ impl ModelProto {
             .iter()
             .find(|e| e.key.as_deref() == Some(key))
             .and_then(|e| e.value.as_deref())
+    }
+
+    /// The `vision.*` contract, parsed by `visionclassify`'s own parser
+    /// (`gstvision::contract`), so the trainer accepts exactly what the element accepts.
+    pub fn contract(
+        &self,
+    ) -> Result<gstvision::contract::Contract, gstvision::contract::ContractError> {
+        gstvision::contract::Contract::from_lookup(|k| self.metadata(k).map(str::to_owned))
     }
 }
 
