@@ -1,7 +1,15 @@
-//! Progress of a training run: a live bar on a terminal, rate-limited log lines otherwise.
+//! Progress of a training run: an `indicatif` bar on a terminal, rate-limited log lines
+//! otherwise.
+//!
+//! `indicatif` draws the bar (in place, rate-limited, messages printed above it, cleared at
+//! the end); this module keeps what is ours: the epoch's image-weighted running means, the
+//! ETA of the whole run (not only of the bar's epoch) and the log-line format for pipes and
+//! files.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::history::EpochRecord;
 
@@ -9,18 +17,18 @@ use super::history::EpochRecord;
 enum Sink {
     /// Nothing is shown.
     Quiet,
-    /// A bar redrawn in place (`\r`), for a terminal.
-    Bar(Box<dyn Write + Send>),
+    /// An `indicatif` bar, for a terminal.
+    Bar(ProgressBar),
     /// One line at most every `interval`, for logs and pipes.
     Lines(Box<dyn Write + Send>),
 }
 
-/// Shortest time between two redraws of the bar.
-const BAR_REFRESH: Duration = Duration::from_millis(100);
+/// Most redraws of the bar per second.
+const BAR_HZ: u8 = 10;
 /// Shortest time between two batch lines when stderr is not a terminal.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
-/// Characters of the bar between its brackets.
-const BAR_WIDTH: usize = 24;
+/// The bar: `epoch 3/20  [=====>      ] 200/469  loss 0.412  acc 0.861  12.3 img/s  eta 1m12s`.
+const BAR_TEMPLATE: &str = "epoch {prefix}  [{bar:24}] {pos}/{len}  {msg}";
 
 /// Shows the progress of training over epochs and batches.
 ///
@@ -46,8 +54,6 @@ pub struct Progress {
     weight: f64,
     finished_epochs: usize,
     finished_seconds: f64,
-    /// The bar as last drawn, to redraw it after a message.
-    bar: Option<String>,
 }
 
 /// `12s`, `1m12s`, `2h05m`.
@@ -69,11 +75,10 @@ impl Progress {
         let stderr = std::io::stderr();
         let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
         if stderr.is_terminal() && !dumb {
-            Self::with_sink(
-                Sink::Bar(Box::new(stderr)),
+            Self::bar(
                 epochs,
                 batches_per_epoch,
-                BAR_REFRESH,
+                ProgressDrawTarget::stderr_with_hz(BAR_HZ),
             )
         } else {
             Self::with_sink(
@@ -101,6 +106,16 @@ impl Progress {
         )
     }
 
+    /// The bar drawn into `target`.
+    fn bar(epochs: usize, batches_per_epoch: usize, target: ProgressDrawTarget) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(batches_per_epoch as u64), target);
+        // The template is a constant: it parses, and a test draws it.
+        if let Ok(style) = ProgressStyle::with_template(BAR_TEMPLATE) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Self::with_sink(Sink::Bar(bar), epochs, batches_per_epoch, Duration::ZERO)
+    }
+
     /// Progress that shows nothing (tests, library use).
     pub fn quiet() -> Self {
         Self::with_sink(Sink::Quiet, 0, 0, Duration::MAX)
@@ -123,7 +138,6 @@ impl Progress {
             weight: 0.0,
             finished_epochs: 0,
             finished_seconds: 0.0,
-            bar: None,
         }
     }
 
@@ -140,6 +154,10 @@ impl Progress {
         self.loss_sum = 0.0;
         self.acc_sum = 0.0;
         self.weight = 0.0;
+        if let Sink::Bar(bar) = &self.sink {
+            bar.reset();
+            bar.set_prefix(format!("{epoch}/{}", self.epochs));
+        }
     }
 
     /// Reports a finished batch: `done` batches of this epoch are finished now (1 after the
@@ -162,15 +180,14 @@ impl Progress {
         match self.sink {
             Sink::Quiet => {}
             Sink::Lines(_) if due => {
-                let line = self.status(now, false);
+                let line = self.status(now);
                 self.last_draw = now;
                 self.write(&format!("{line}\n"));
             }
-            Sink::Bar(_) if due || done >= self.batches => {
-                let line = self.status(now, true);
-                self.last_draw = now;
-                self.write(&format!("\r\x1b[2K{line}"));
-                self.bar = Some(line);
+            Sink::Bar(ref bar) => {
+                // indicatif limits the redraws itself.
+                bar.set_message(self.stats(now));
+                bar.set_position(done as u64);
             }
             _ => {}
         }
@@ -197,29 +214,29 @@ impl Progress {
         Some(rest_of_epoch + epochs_left * epoch_seconds)
     }
 
-    /// The batch status line (with a bar for terminals).
-    fn status(&self, now: Instant, bar: bool) -> String {
-        let mut s = format!("epoch {}/{}  ", self.epoch, self.epochs);
-        if bar {
-            let filled = (BAR_WIDTH * self.done.min(self.batches))
-                .checked_div(self.batches)
-                .unwrap_or(0);
-            let head = if filled < BAR_WIDTH { ">" } else { "" };
-            let empty = BAR_WIDTH.saturating_sub(filled + head.len());
-            s += &format!("[{}{head}{}] ", "=".repeat(filled), " ".repeat(empty));
-            s += &format!("{}/{}", self.done, self.batches);
-        } else {
-            s += &format!("batch {}/{}", self.done, self.batches);
-        }
-        if self.weight > 0.0 {
-            s += &format!(
-                "  loss {:.3}  acc {:.3}",
+    /// The batch status line of the log.
+    fn status(&self, now: Instant) -> String {
+        format!(
+            "epoch {}/{}  batch {}/{}  {}",
+            self.epoch,
+            self.epochs,
+            self.done,
+            self.batches,
+            self.stats(now)
+        )
+    }
+
+    /// The epoch's running loss and accuracy, images per second and the run's ETA.
+    fn stats(&self, now: Instant) -> String {
+        let mut s = if self.weight > 0.0 {
+            format!(
+                "loss {:.3}  acc {:.3}",
                 self.loss_sum / self.weight,
                 self.acc_sum / self.weight
-            );
+            )
         } else {
-            s += "  loss nan";
-        }
+            "loss nan".to_owned()
+        };
         let elapsed = now
             .saturating_duration_since(self.epoch_start)
             .as_secs_f64();
@@ -267,9 +284,9 @@ impl Progress {
         match self.sink {
             Sink::Quiet => {}
             Sink::Lines(_) => self.write(&format!("{line}\n")),
-            Sink::Bar(_) => {
-                self.bar = None;
-                self.write(&format!("\r\x1b[2K{line}\n"));
+            Sink::Bar(ref bar) => {
+                bar.set_message("");
+                bar.println(line);
             }
         }
     }
@@ -279,15 +296,12 @@ impl Progress {
         match self.sink {
             Sink::Quiet => {}
             Sink::Lines(_) => self.write(&format!("{message}\n")),
-            Sink::Bar(_) => {
-                let bar = self.bar.clone().unwrap_or_default();
-                self.write(&format!("\r\x1b[2K{message}\n{bar}"));
-            }
+            Sink::Bar(ref bar) => bar.println(message),
         }
     }
 
     fn write(&mut self, text: &str) {
-        if let Sink::Bar(w) | Sink::Lines(w) = &mut self.sink {
+        if let Sink::Lines(w) = &mut self.sink {
             // Progress is informative only: a closed pipe must not stop training.
             let _ = w.write_all(text.as_bytes()).and_then(|()| w.flush());
         }
@@ -297,8 +311,8 @@ impl Progress {
 impl Drop for Progress {
     /// Clears a bar left on the terminal.
     fn drop(&mut self) {
-        if matches!(self.sink, Sink::Bar(_)) && self.bar.is_some() {
-            self.write("\r\x1b[2K");
+        if let Sink::Bar(bar) = &self.sink {
+            bar.finish_and_clear();
         }
     }
 }
@@ -420,36 +434,39 @@ mod tests {
     }
 
     #[test]
-    fn bar_redraws_in_place() {
-        let out = Shared::default();
-        let mut p = Progress::with_sink(Sink::Bar(Box::new(out.clone())), 2, 4, BAR_REFRESH);
+    fn the_terminal_bar_shows_the_epoch_stats_and_messages_above_it() {
+        use indicatif::{InMemoryTerm, TermLike};
+        let term = InMemoryTerm::new(8, 100);
+        let target = ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), 100);
+        let mut p = Progress::bar(2, 4, target);
         let t0 = Instant::now();
         p.start_epoch_at(1, t0);
         p.batch_at(1, 0.5, 0.5, 8, t0 + Duration::from_secs(1));
-        // Too soon after the last draw: not drawn; the last batch always is.
-        p.batch_at(2, 0.5, 0.5, 8, t0 + Duration::from_millis(1010));
-        p.batch_at(4, 0.5, 0.5, 8, t0 + Duration::from_millis(1020));
         p.message("hello");
-        let text = out.text();
-        let draws: Vec<&str> = text.split("\r\x1b[2K").filter(|s| !s.is_empty()).collect();
-        assert_eq!(draws.len(), 3, "{text:?}");
+        let screen = term.contents();
+        let lines: Vec<&str> = screen.lines().collect();
+        assert_eq!(lines.first().copied(), Some("hello"), "{screen:?}");
+        let bar = lines.get(1).copied().unwrap_or_default();
+        assert!(bar.starts_with("epoch 1/2  [======>"), "{screen:?}");
         assert!(
-            draws[0].starts_with("epoch 1/2  [======>"),
-            "{:?}",
-            draws[0]
+            bar.contains("] 1/4  loss 0.500  acc 0.500  8.0 img/s  eta "),
+            "{screen:?}"
         );
-        assert!(draws[0].contains("] 1/4  loss 0.500"), "{:?}", draws[0]);
-        assert!(draws[1].starts_with(&format!("epoch 1/2  [{}] 4/4", "=".repeat(BAR_WIDTH))));
-        assert!(
-            draws[2].starts_with("hello\nepoch 1/2  ["),
-            "{:?}",
-            draws[2]
-        );
+        p.batch_at(4, 0.5, 0.5, 8, t0 + Duration::from_secs(2));
         p.end_epoch_at(&record(1, 2.0, true), t0 + Duration::from_secs(2));
-        assert!(out.text().ends_with("eta 2s\n"), "{:?}", out.text());
+        let screen = term.contents();
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.starts_with("epoch 1/2  train loss 0.500") && l.ends_with("eta 2s")),
+            "{screen:?}"
+        );
         drop(p);
-        // Nothing left to clear after the epoch line.
-        assert!(out.text().ends_with('\n'));
+        // The bar is cleared at the end; the printed lines stay.
+        let screen = term.contents();
+        assert!(screen.lines().all(|l| !l.contains('[')), "{screen:?}");
+        assert!(screen.starts_with("hello\n"), "{screen:?}");
+        assert_eq!(term.width(), 100);
     }
 
     #[test]
