@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::model::{BatchInput, InputType};
+use crate::model::{BatchInput, InputType, MAX_BATCH_VALUES};
 use crate::preprocess::SlotMut;
 
 /// One preprocessed image: the tensor of one frame, filled on its stream's thread.
@@ -56,14 +56,48 @@ pub struct BatchTensor {
     slot_len: usize,
 }
 
+/// Why a batch tensor was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    #[error(
+        "a batch of {images} images × {slot_len} values is more than the limit of {MAX_BATCH_VALUES} values per batch (MAX_BATCH_VALUES)"
+    )]
+    TooLarge { images: usize, slot_len: usize },
+    #[error("no memory for a batch tensor of {values} values: {source}")]
+    NoMemory {
+        values: usize,
+        source: std::collections::TryReserveError,
+    },
+}
+
+/// `len` zeros, or the allocator's refusal (instead of an abort).
+fn zeros<T: Clone + Default>(len: usize) -> Result<Vec<T>, TensorError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|source| TensorError::NoMemory {
+            values: len,
+            source,
+        })?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
 impl BatchTensor {
-    /// `None` when `slot_len × capacity` does not fit in memory's address space.
-    pub fn new(kind: InputType, slot_len: usize, capacity: usize) -> Option<Self> {
-        let len = slot_len.checked_mul(capacity)?;
-        Some(Self {
-            data: Slot::new(kind, len),
-            slot_len,
-        })
+    /// Zeros for `capacity` images of `slot_len` values. Refused, before anything is
+    /// allocated, beyond [`MAX_BATCH_VALUES`] values; refused when the memory is not there.
+    pub fn new(kind: InputType, slot_len: usize, capacity: usize) -> Result<Self, TensorError> {
+        let len = slot_len
+            .checked_mul(capacity)
+            .filter(|&n| n <= MAX_BATCH_VALUES)
+            .ok_or(TensorError::TooLarge {
+                images: capacity,
+                slot_len,
+            })?;
+        let data = match kind {
+            InputType::F32 => Slot::F32(zeros(len)?),
+            InputType::U8 => Slot::U8(zeros(len)?),
+        };
+        Ok(Self { data, slot_len })
     }
 
     /// Copies `slot` into image `i`. False when the slot is not of this tensor's type and
@@ -463,6 +497,23 @@ mod tests {
             BatchInput::F32(v) => assert_eq!(v, [0.0, 0.0, 1.0, 2.0, 0.0, 0.0]),
             BatchInput::U8(_) => panic!("f32 tensor"),
         }
-        assert!(BatchTensor::new(InputType::U8, usize::MAX, 2).is_none());
+    }
+
+    /// Sizes a model may declare: refused with the limit named, before any allocation (an
+    /// allocation of this size would abort the process).
+    #[test]
+    fn batch_tensors_beyond_the_limit_are_refused() {
+        for (slot_len, images) in [
+            (usize::MAX, 2),
+            (MAX_BATCH_VALUES, 2),
+            (MAX_BATCH_VALUES / 4 + 1, 4),
+        ] {
+            let e =
+                BatchTensor::new(InputType::U8, slot_len, images).expect_err("beyond the limit");
+            assert!(matches!(e, TensorError::TooLarge { .. }), "{e}");
+            assert!(e.to_string().contains("MAX_BATCH_VALUES"), "{e}");
+        }
+        let t = BatchTensor::new(InputType::U8, MAX_BATCH_VALUES / 4, 4).expect("at the limit");
+        assert!(matches!(t.input(), BatchInput::U8(v) if v.len() == MAX_BATCH_VALUES));
     }
 }

@@ -36,6 +36,38 @@ pub struct PreprocessContract {
     pub std: Option<[f32; 3]>,
 }
 
+impl PreprocessContract {
+    /// Values that parse but cannot be used: a side of 0, a `scale` or `std` of 0 (every
+    /// pixel the same; pixels are divided by `std`), numbers that are not finite (JSON has
+    /// none, and the parser refuses what float32 cannot hold: checked again for values made
+    /// in code). How large `size` may be is the model's limit (`model::MAX_IMAGE_VALUES`).
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(size) = self.size
+            && size.contains(&0)
+        {
+            return Err(format!("size {size:?} has a side of 0"));
+        }
+        if let Some(scale) = self.scale
+            && !(scale.is_finite() && scale != 0.0)
+        {
+            return Err(format!("scale {scale} is not a finite number other than 0"));
+        }
+        if let Some(mean) = self.mean
+            && !mean.iter().all(|m| m.is_finite())
+        {
+            return Err(format!("mean {mean:?} holds a number that is not finite"));
+        }
+        if let Some(std) = self.std
+            && !std.iter().all(|s| s.is_finite() && *s != 0.0)
+        {
+            return Err(format!(
+                "std {std:?} holds 0 or a number that is not finite (pixels are divided by it)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LayoutName {
     #[serde(rename = "NCHW")]
@@ -164,10 +196,16 @@ impl Contract {
                 ),
             });
         }
+        let preprocess: PreprocessContract =
+            parse(KEY_PREPROCESS, lookup(KEY_PREPROCESS))?.unwrap_or_default();
+        preprocess.check().map_err(|reason| ContractError {
+            key: KEY_PREPROCESS,
+            reason,
+        })?;
         Ok(Self {
             schema,
             labels: parse(KEY_LABELS, lookup(KEY_LABELS))?,
-            preprocess: parse(KEY_PREPROCESS, lookup(KEY_PREPROCESS))?.unwrap_or_default(),
+            preprocess,
             output: parse(KEY_OUTPUT, lookup(KEY_OUTPUT))?.unwrap_or_default(),
             model: parse(KEY_MODEL, lookup(KEY_MODEL))?.unwrap_or_default(),
         })
@@ -336,6 +374,27 @@ mod tests {
         assert_eq!(c.schema, Some(SCHEMA_VERSION));
         assert_eq!((c.preprocess, c.output), (pre, output));
         Ok(())
+    }
+
+    #[test]
+    fn unusable_preprocessing_values_are_named() {
+        for (json, needle) in [
+            (r#"{"size":[0,224]}"#, "size [0, 224] has a side of 0"),
+            (r#"{"scale":0}"#, "scale 0"),
+            // serde_json refuses what float32 cannot hold, so no infinity gets through.
+            (r#"{"scale":1e39}"#, "number out of range"),
+            (r#"{"mean":[0,-1e40,0]}"#, "number out of range"),
+            (r#"{"std":[1,0,1]}"#, "std [1.0, 0.0, 1.0]"),
+            (r#"{"mean":[NaN,0,0]}"#, "expected value"),
+            (r#"{"mean":[0.5,0.5]}"#, "invalid length 2"),
+        ] {
+            let e = Contract::from_lookup(lookup(&[(KEY_PREPROCESS, json)]))
+                .expect_err("unusable values");
+            assert_eq!(e.key, KEY_PREPROCESS, "{json}");
+            assert!(e.reason.contains(needle), "{json}: {e}");
+        }
+        let fine = r#"{"size":[1,1],"scale":-1,"mean":[0,0,0],"std":[-1,1,1e-9]}"#;
+        Contract::from_lookup(lookup(&[(KEY_PREPROCESS, fine)])).expect("usable values");
     }
 
     #[test]

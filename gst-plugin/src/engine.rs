@@ -38,6 +38,23 @@ pub struct EngineSettings {
     pub workers: usize,
 }
 
+/// ONNX Runtime intra-op threads for the `threads` property: a value above 0 is taken as it is;
+/// 0 means one thread per core this process may run on (physical cores when SMT is on), less
+/// one for the streaming threads, which preprocess the next frames while a batch runs. ONNX
+/// Runtime's own default (every physical core) makes its threads and the preprocessing take
+/// turns on the same cores, and an intra-op pool waits for its slowest thread at every
+/// operator (issue 16: 0.78× the bare session on 2 cores).
+pub fn intra_threads(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let smt = std::fs::read_to_string("/sys/devices/system/cpu/smt/active")
+        .is_ok_and(|s| s.trim() == "1");
+    let cores = if smt { cpus.div_ceil(2) } else { cpus };
+    cores.saturating_sub(1).max(1)
+}
+
 impl EngineSettings {
     /// The first setting (property name, this value, the other's value) in which `other`
     /// differs. The ONNX Runtime library is not compared: one is loaded per process.
@@ -89,11 +106,11 @@ pub enum EngineError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Conflict(Box<Conflict>),
-    #[error("model {path}: a batch of {batch} images of {slot_len} values does not fit in memory")]
+    #[error("model {path}: batch-size {batch}: {reason}")]
     TooLarge {
         path: PathBuf,
         batch: usize,
-        slot_len: usize,
+        reason: String,
     },
     #[error("model {path} fails on its first run (a test batch of zeros): {reason}")]
     FirstRun { path: PathBuf, reason: String },
@@ -277,11 +294,13 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
     }
     let capacity = spec.fixed_batch.unwrap_or(batch_size).max(batch_size);
     let slot_len = spec.slot.len();
-    let too_large = || EngineError::TooLarge {
+    let too_large = |reason: String| EngineError::TooLarge {
         path: path.clone(),
         batch: capacity,
-        slot_len,
+        reason,
     };
+    // Before any session or tensor of the batch's size exists.
+    spec.check_batch(capacity).map_err(too_large)?;
     let first_run = |e: ModelError| EngineError::FirstRun {
         path: path.clone(),
         reason: e.to_string(),
@@ -299,7 +318,8 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
         if runner.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
             runner.pad_batches_to(batch_size);
         }
-        let tensor = BatchTensor::new(spec.input_type, slot_len, capacity).ok_or_else(too_large)?;
+        let tensor = BatchTensor::new(spec.input_type, slot_len, capacity)
+            .map_err(|e| too_large(e.to_string()))?;
         // Warm-up: the first run allocates and (on GPUs) picks kernels. A model that fails
         // here never streams.
         runner

@@ -17,6 +17,7 @@ pub mod meta;
 pub mod model;
 pub mod preprocess;
 pub mod publish;
+mod resample;
 pub mod results;
 pub mod roi;
 pub mod runtime;

@@ -16,6 +16,19 @@ use crate::preprocess::{ChannelOrder, Layout, Normalize, ResizeMode, SlotSpec};
 /// The ONNX Runtime release the set-up step installs next to the project.
 pub const ORT_VERSION: &str = "1.31.1";
 
+/// The most values (height × width × channels) one image of a model's input may have: 2^26,
+/// which holds 4096 × 4096 RGB (50 M values, 192 MiB as float32) and 8192 × 8192 grey. A
+/// model declaring more is refused before anything is allocated for it.
+pub const MAX_IMAGE_VALUES: usize = 1 << 26;
+
+/// The most values one run's input (images × values per image) or output (images × classes)
+/// may have: 2^28, 1 GiB as float32.
+pub const MAX_BATCH_VALUES: usize = 1 << 28;
+
+/// The most classes a model may output (or labels it may have): 2^20 = 1 048 576. ImageNet-21k
+/// has 21 841.
+pub const MAX_CLASSES: usize = 1 << 20;
+
 /// Where a project-local library may be, relative to the directory of the plugin's own
 /// shared library: installed next to it (`onnxruntime/`, as the Docker images do), or in the
 /// source tree's `.deps/` when the plugin runs from `target/{debug,release}/`.
@@ -217,12 +230,18 @@ impl Runner {
             .ok_or_else(|| ModelError::Library {
                 tried: "nothing (load_runtime was not called)".into(),
             })?;
-        // Read the file ourselves first: a clear message for missing/unreadable files, and
-        // a cheap check that it is not, say, a text file.
-        let bytes = std::fs::read(path).map_err(|e| open_err(e.to_string()))?;
-        if bytes.is_empty() {
+        // Open the file ourselves first: a clear message for missing, unreadable, empty files
+        // and folders. ONNX Runtime then loads it by path, so that external data (weights in
+        // other files) is looked up next to the model, never in the working directory.
+        let file = std::fs::File::open(path).map_err(|e| open_err(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| open_err(e.to_string()))?;
+        if meta.is_dir() {
+            return Err(open_err("it is a folder, not a file".into()));
+        }
+        if meta.len() == 0 {
             return Err(open_err("the file is empty".into()));
         }
+        drop(file);
 
         let mut builder = Session::builder(env).map_err(|e| open_err(e.to_string()))?;
         // Spinning worker threads burn a core waiting for work; in a pipeline that core is
@@ -238,7 +257,7 @@ impl Runner {
         }
         let (mut builder, providers, warnings) = register_providers(builder, config)?;
         let session = builder
-            .commit_from_memory(&bytes)
+            .commit_from_file(path)
             .map_err(|e| open_err(format!("ONNX Runtime could not load it: {e}")))?;
 
         let contract = {
@@ -324,16 +343,20 @@ impl Runner {
         };
         let run_err = |e: ort::Error| ModelError::Run(e.to_string());
         let too_short = || ModelError::Run(format!("batch tensor holds fewer than {n} images"));
+        let input_len = batch_values(n, slot_len, "values per image")
+            .map_err(|reason| ModelError::Run(format!("input {reason}")))?;
+        let want = batch_values(slots, self.spec.num_classes, "classes")
+            .map_err(|reason| ModelError::Run(format!("output {reason}")))?;
         let outputs = match input {
             BatchInput::F32(data) => {
-                let data = data.get(..n * slot_len).ok_or_else(too_short)?;
+                let data = data.get(..input_len).ok_or_else(too_short)?;
                 let t = TensorRef::from_array_view((shape, data)).map_err(run_err)?;
                 self.session
                     .run(ort::inputs![self.spec.input_name.as_str() => t])
                     .map_err(run_err)?
             }
             BatchInput::U8(data) => {
-                let data = data.get(..n * slot_len).ok_or_else(too_short)?;
+                let data = data.get(..input_len).ok_or_else(too_short)?;
                 let t = TensorRef::from_array_view((shape, data)).map_err(run_err)?;
                 self.session
                     .run(ort::inputs![self.spec.input_name.as_str() => t])
@@ -344,7 +367,6 @@ impl Runner {
             .get(self.spec.output_name.as_str())
             .ok_or_else(|| ModelError::Run(format!("no output {}", self.spec.output_name)))?;
         let (_, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
-        let want = slots * self.spec.num_classes;
         let got = data.get(..want).ok_or_else(|| {
             ModelError::Run(format!(
                 "output has {} values, expected at least {want}",
@@ -352,6 +374,9 @@ impl Runner {
             ))
         })?;
         scores.clear();
+        scores
+            .try_reserve_exact(want)
+            .map_err(|e| ModelError::Run(format!("no memory for {want} scores: {e}")))?;
         scores.extend_from_slice(got);
         Ok(())
     }
@@ -471,6 +496,31 @@ impl Description {
     }
 }
 
+/// `images × per_image`, when it is at most [`MAX_BATCH_VALUES`]; otherwise why not, naming
+/// the limit. `what` says what `per_image` counts ("values per image", "classes").
+pub fn batch_values(images: usize, per_image: usize, what: &str) -> Result<usize, String> {
+    images
+        .checked_mul(per_image)
+        .filter(|&n| n <= MAX_BATCH_VALUES)
+        .ok_or_else(|| {
+            format!(
+                "{images} images × {per_image} {what} is more than the limit of {MAX_BATCH_VALUES} values per batch (MAX_BATCH_VALUES)"
+            )
+        })
+}
+
+impl ModelSpec {
+    /// Checks that a run of `images` images fits [`MAX_BATCH_VALUES`], input and output,
+    /// before its tensors are allocated.
+    pub fn check_batch(&self, images: usize) -> Result<(), String> {
+        batch_values(images, self.slot.len(), "values per image")
+            .map_err(|reason| format!("input: {reason}"))?;
+        batch_values(images, self.num_classes, "classes")
+            .map_err(|reason| format!("output: {reason}"))?;
+        Ok(())
+    }
+}
+
 /// Merges the graph's input/output description, the contract and the overrides.
 fn describe(model: &Description, overrides: &Overrides) -> Result<ModelSpec, ModelError> {
     let (path, contract) = (model.path.as_path(), &model.contract);
@@ -534,18 +584,58 @@ fn describe(model: &Description, overrides: &Overrides) -> Result<ModelSpec, Mod
             input.name
         )));
     }
+    // ONNX Runtime reports a symbolic (or negative) dimension as -1: its size then comes from
+    // the contract. A zero-sized image can never be filled.
     let size = |dim: i64, idx: usize, what: &str| -> Result<usize, ModelError> {
-        if dim > 0 {
-            return Ok(dim as usize);
+        match dim {
+            0 => Err(not_image(format!(
+                "input `{}` has shape {dims:?}: input {what} is 0",
+                input.name
+            ))),
+            d if d > 0 => usize::try_from(d).map_err(|_| {
+                not_image(format!(
+                    "input {what} {d} does not fit in this machine's address space"
+                ))
+            }),
+            _ => contract.preprocess.size.map(|s| s[idx]).ok_or_else(|| {
+                not_image(format!(
+                    "input {what} is dynamic and vision.preprocess gives no size"
+                ))
+            }),
         }
-        contract.preprocess.size.map(|s| s[idx]).ok_or_else(|| {
-            not_image(format!(
-                "input {what} is dynamic and vision.preprocess gives no size"
-            ))
-        })
     };
     let height = size(h, 0, "height")?;
     let width = size(w, 1, "width")?;
+    if dims[0] == 0 {
+        return Err(not_image(format!(
+            "input `{}` has shape {dims:?}: its batch dimension is 0",
+            input.name
+        )));
+    }
+    let fixed_batch = match dims[0] {
+        d if d > 0 => Some(usize::try_from(d).map_err(|_| {
+            not_image(format!(
+                "the batch dimension {d} does not fit in this machine's address space"
+            ))
+        })?),
+        _ => None,
+    };
+    // Checked before any tensor of this size exists: a model may declare any shape.
+    let channel_count = if c == 1 { 1 } else { 3 };
+    let image_values = height
+        .checked_mul(width)
+        .and_then(|v| v.checked_mul(channel_count))
+        .filter(|&v| v <= MAX_IMAGE_VALUES)
+        .ok_or_else(|| {
+            not_image(format!(
+                "input `{}` of {channel_count} × {height} × {width} is more than the limit of {MAX_IMAGE_VALUES} values per image (MAX_IMAGE_VALUES)",
+                input.name
+            ))
+        })?;
+    if let Some(batch) = fixed_batch {
+        batch_values(batch, image_values, "values per image")
+            .map_err(|reason| not_image(format!("its fixed input batch: {reason}")))?;
+    }
 
     let channels = match (
         c,
@@ -565,8 +655,6 @@ fn describe(model: &Description, overrides: &Overrides) -> Result<ModelSpec, Mod
             ChannelOrder::Rgb
         }
     };
-    let fixed_batch = (dims[0] > 0).then_some(dims[0] as usize);
-
     let output_name = match &contract.output.name {
         Some(name) => {
             if !model.outputs.iter().any(|o| o.name == *name) {
@@ -600,15 +688,30 @@ fn describe(model: &Description, overrides: &Overrides) -> Result<ModelSpec, Mod
         )));
     }
     let out_dims: &[i64] = out_shape;
-    // Scores are [N, classes] or [N, classes, 1, 1]: the class count is the product of the
-    // non-batch dimensions.
-    let num_classes = out_dims
-        .iter()
-        .skip(1)
-        .try_fold(1usize, |acc, &d| (d > 0).then(|| acc * d as usize));
-    let num_classes = match num_classes {
-        Some(n) if n > 0 && !out_dims.is_empty() => n,
+    // Scores are [N, classes] or [N, classes, 1, 1] (a convolutional head).
+    let class_dim = match out_dims {
+        [_, c] => *c,
+        [_, c, rest @ ..] if rest.iter().all(|&d| d == 1) => *c,
+        _ => {
+            return Err(not_image(format!(
+                "output `{output_name}` has shape {out_dims:?}, which is not [N, classes] (or [N, classes, 1, 1])"
+            )));
+        }
+    };
+    let num_classes = match class_dim {
+        0 => {
+            return Err(not_image(format!(
+                "output `{output_name}` has shape {out_dims:?}: 0 classes"
+            )));
+        }
+        // Beyond usize it is beyond the limit as well.
+        d if d > 0 => usize::try_from(d).unwrap_or(usize::MAX),
         _ => match overrides.labels.as_ref().or(contract.labels.as_ref()) {
+            Some(l) if l.is_empty() => {
+                return Err(not_image(format!(
+                    "output `{output_name}` has shape {out_dims:?} and the labels are empty: 0 classes"
+                )));
+            }
             Some(l) => l.len(),
             None => {
                 return Err(not_image(format!(
@@ -617,6 +720,15 @@ fn describe(model: &Description, overrides: &Overrides) -> Result<ModelSpec, Mod
             }
         },
     };
+    if num_classes > MAX_CLASSES {
+        return Err(not_image(format!(
+            "output `{output_name}` has {num_classes} classes, more than the limit of {MAX_CLASSES} classes (MAX_CLASSES)"
+        )));
+    }
+    if let Some(batch) = fixed_batch {
+        batch_values(batch, num_classes, "classes")
+            .map_err(|reason| not_image(format!("its fixed output batch: {reason}")))?;
+    }
 
     let labels = match (&overrides.labels, &contract.labels) {
         (Some(l), _) | (None, Some(l)) => {
@@ -638,7 +750,15 @@ fn describe(model: &Description, overrides: &Overrides) -> Result<ModelSpec, Mod
         }
         (None, None) => {
             assumed.push("labels are class numbers".into());
-            (0..num_classes).map(|i| i.to_string()).collect()
+            let mut numbers = Vec::new();
+            numbers
+                .try_reserve_exact(num_classes)
+                .map_err(|e| ModelError::Labels {
+                    path: path.to_path_buf(),
+                    reason: format!("no memory for {num_classes} class-number labels: {e}"),
+                })?;
+            numbers.extend((0..num_classes).map(|i| i.to_string()));
+            numbers
         }
     };
 

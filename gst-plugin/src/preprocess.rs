@@ -1,13 +1,14 @@
 //! Turns one mapped video frame into one image slot of a model's input batch tensor.
 //!
 //! No GStreamer or ONNX Runtime types live here, so the whole path is unit-tested on plain
-//! byte buffers. OpenCV does only the resampling (its SIMD resize is far faster than anything
-//! we would write by hand); colour conversion, channel reordering, normalisation and the
-//! tensor layout are folded into a single Rust loop so each output value is written once.
+//! byte buffers. One pass per output row does everything: the separable resampling of
+//! [`crate::resample`] (area averaging by default, see [`ResizeFilter`]) brings the rows of each
+//! plane to the slot's width in `f32`, then colour conversion, channel reordering,
+//! normalisation and the tensor layout are applied as the values are stored, so each output
+//! value is written once and no full-size intermediate image exists.
 
-use std::ffi::c_void;
-
-use opencv::{core, imgproc, prelude::*};
+pub use crate::resample::ResizeFilter;
+use crate::resample::{self, Axis, Expanded, Source};
 
 /// Pixel formats the preprocessor reads, named as in GStreamer's `video/x-raw` caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,7 @@ pub enum PixelFormat {
 }
 
 /// How a format's bytes are organised, as far as preprocessing cares.
+#[derive(Clone, Copy)]
 enum FormatKind {
     /// One plane, `bpp` bytes per pixel, R, G and B at byte offsets `rgb`.
     Packed {
@@ -276,7 +278,7 @@ pub enum PreprocessError {
     EmptyFrame { width: usize, height: usize },
     #[error("model input slot is empty ({width}x{height}); check the model's input shape")]
     EmptySlot { width: usize, height: usize },
-    #[error("{what} size {width}x{height} is too large (each side must fit in i32 for OpenCV)")]
+    #[error("{what} size {width}x{height} is too large (each side must fit in i32)")]
     TooLarge {
         what: &'static str,
         width: usize,
@@ -315,35 +317,33 @@ pub enum PreprocessError {
     SlotLength { expected: usize, actual: usize },
     #[error("normalisation std for channel {channel} is {value}; it must be finite and non-zero")]
     InvalidStd { channel: usize, value: f32 },
-    #[error("OpenCV failed while {context}: {source}")]
-    OpenCv {
-        context: &'static str,
-        #[source]
-        source: opencv::Error,
-    },
 }
 
-fn cv_err(context: &'static str) -> impl FnOnce(opencv::Error) -> PreprocessError {
-    move |source| PreprocessError::OpenCv { context, source }
-}
-
-/// Converts frames into slots of one model input. Holds scratch images that are reused from
-/// frame to frame, so keep one per stream (it is `Send`, so it can live in element state).
+/// Converts frames into slots of one model input. Holds the resampling weights and row buffers,
+/// reused from frame to frame while the geometry stays the same, so keep one per stream (it is
+/// `Send`, so it can live in element state).
 pub struct Preprocessor {
     spec: SlotSpec,
     normalize: Normalize,
     mode: ResizeMode,
+    filter: ResizeFilter,
     pad: u8,
-    /// Resize targets, one per plane. `cv::resize` calls `Mat::create`, which keeps the buffer
-    /// when size and type are unchanged, so steady state does not allocate pixel memory.
-    scratch: [core::Mat; 3],
-    /// Intermediate images of a large downscale (see [`stage`]), reused the same way.
-    halving: Halving,
+    /// Weights of the last geometry, rebuilt when the frame size, region or format changes.
+    axes: Option<Axes>,
+    /// One source-width row of `f32` (the vertical pass) and one output row per plane.
+    acc: Vec<f32>,
+    rows: [Vec<f32>; 3],
+    /// Model channels computed from several plane values (R, G, B of Y'CbCr; luma), one row.
+    planar: [Vec<f32>; 3],
 }
 
-/// Two ping-pong images for the exact 2× area reductions of a large downscale.
-#[derive(Default)]
-struct Halving([core::Mat; 2]);
+/// The taps of every axis of one geometry: luma (or packed) and, for subsampled formats, chroma.
+struct Axes {
+    key: (usize, usize, Plan, ResizeFilter, PixelFormat),
+    x: Expanded,
+    y: Axis,
+    chroma: Option<(Region, Expanded, Axis)>,
+}
 
 impl Preprocessor {
     pub fn new(spec: SlotSpec, normalize: Normalize, mode: ResizeMode) -> Self {
@@ -351,13 +351,12 @@ impl Preprocessor {
             spec,
             normalize,
             mode,
+            filter: ResizeFilter::default(),
             pad: 0,
-            scratch: [
-                core::Mat::default(),
-                core::Mat::default(),
-                core::Mat::default(),
-            ],
-            halving: Halving::default(),
+            axes: None,
+            acc: Vec::new(),
+            rows: Default::default(),
+            planar: Default::default(),
         }
     }
 
@@ -365,6 +364,12 @@ impl Preprocessor {
     /// border. Defaults to 0 (black); some detectors are trained with 114 instead.
     pub fn with_letterbox_pad(mut self, value: u8) -> Self {
         self.pad = value;
+        self
+    }
+
+    /// The resampling kernel; [`ResizeFilter::Area`] by default.
+    pub fn with_filter(mut self, filter: ResizeFilter) -> Self {
+        self.filter = filter;
         self
     }
 
@@ -380,10 +385,19 @@ impl Preprocessor {
         self.mode
     }
 
+    pub fn filter(&self) -> ResizeFilter {
+        self.filter
+    }
+
     /// Fills `slot` (exactly `spec().len()` values) from `frame`.
     ///
     /// Bad input (short planes, strides below the row width, a zero-sized frame, a slot of the
     /// wrong length) is reported as an error; nothing is written to `slot` in that case.
+    ///
+    /// Each output row is made in one go: the source rows it covers are summed (vertical
+    /// pass), reduced to the output width (horizontal pass), converted to the model's colour
+    /// channels, normalised and stored in the slot's layout. No full-size intermediate image
+    /// exists.
     pub fn run(&mut self, frame: &Frame<'_>, slot: SlotMut<'_>) -> Result<(), PreprocessError> {
         let spec = self.spec;
         if spec.width == 0 || spec.height == 0 {
@@ -406,77 +420,190 @@ impl Preprocessor {
                 actual: slot.len(),
             });
         }
-        let sink = Sink::new(&spec, &self.normalize, slot)?;
+        let mut sink = Sink::new(&spec, &self.normalize, slot)?;
         let plan = Plan::new(frame.width, frame.height, &spec, self.mode);
-        let pad = f32::from(self.pad);
-        let [s0, s1, s2] = &mut self.scratch;
-        let halving = &mut self.halving;
         let (w, h) = (frame.width, frame.height);
+        let kind = frame.format.kind();
+        // Validate every plane before anything is written.
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let planes: [Option<Plane<'_>>; 3] = match kind {
+            FormatKind::Packed { bpp, .. } => [Some(Plane::new(frame, 0, w, h, bpp)?), None, None],
+            FormatKind::Gray => [Some(Plane::new(frame, 0, w, h, 1)?), None, None],
+            FormatKind::Nv12 => [
+                Some(Plane::new(frame, 0, w, h, 1)?),
+                Some(Plane::new(frame, 1, cw, ch, 2)?),
+                None,
+            ],
+            FormatKind::I420 => [
+                Some(Plane::new(frame, 0, w, h, 1)?),
+                Some(Plane::new(frame, 1, cw, ch, 1)?),
+                Some(Plane::new(frame, 2, cw, ch, 1)?),
+            ],
+        };
 
-        match frame.format.kind() {
-            FormatKind::Packed { bpp, rgb } => {
-                let src = Plane::new(frame, 0, w, h, bpp)?;
-                let img = stage(src, plan.src, plan.dst, s0, halving)?;
-                let [r, g, b] = rgb;
-                match spec.channels {
-                    ChannelOrder::Gray => sink.fill(&spec, plan.dst, pad, |x, y| {
-                        let px = img.pixel(x, y);
-                        [luma(px[r], px[g], px[b]), 0.0, 0.0]
-                    }),
-                    order => {
-                        // Channel reordering is just a choice of byte offsets here, which is
-                        // why no cvtColor pass is needed.
-                        let [c0, c1, c2] = if order == ChannelOrder::Bgr {
-                            [b, g, r]
-                        } else {
-                            [r, g, b]
-                        };
-                        sink.fill(&spec, plan.dst, pad, |x, y| {
-                            let px = img.pixel(x, y);
-                            [f32::from(px[c0]), f32::from(px[c1]), f32::from(px[c2])]
-                        })
+        let key = (w, h, plan, self.filter, frame.format);
+        if self.axes.as_ref().is_none_or(|a| a.key != key) {
+            let filter = self.filter;
+            let cn = planes[0].map_or(1, |p| p.cn);
+            let chroma = planes[1].map(|p| {
+                let c = plan.src.chroma(cw, ch);
+                (
+                    c,
+                    Expanded::new(&Axis::new(filter, c.w, plan.dst.w), p.cn),
+                    Axis::new(filter, c.h, plan.dst.h),
+                )
+            });
+            self.axes = Some(Axes {
+                key,
+                x: Expanded::new(&Axis::new(filter, plan.src.w, plan.dst.w), cn),
+                y: Axis::new(filter, plan.src.h, plan.dst.h),
+                chroma,
+            });
+        }
+        let Some(axes) = self.axes.as_ref() else {
+            unreachable!("the axes were set just above")
+        };
+
+        if plan.dst != Region::whole(spec.width, spec.height) {
+            sink.fill_all(&spec, f32::from(self.pad));
+        }
+        let Self {
+            acc, rows, planar, ..
+        } = self;
+        let dst = plan.dst;
+        let [r0, r1, r2] = rows;
+        let luma_roi = plan.src;
+        let conv = YuvToRgb::new(frame.yuv);
+        let gray = spec.channels == ChannelOrder::Gray;
+        let bgr = spec.channels == ChannelOrder::Bgr;
+        // Model channel c comes from this index of an RGB triple (or of the planar rows).
+        let pick = |c: usize| if bgr { 2 - c } else { c };
+        let w = dst.w;
+        for p in planar.iter_mut() {
+            if p.len() < w {
+                p.resize(w, 0.0);
+            }
+        }
+        for oy in 0..dst.h {
+            let y = dst.y + oy;
+            match (kind, planes) {
+                (FormatKind::Packed { bpp, rgb }, [Some(p0), ..]) => {
+                    resample_row(acc, r0, p0, luma_roi, &axes.x, &axes.y, oy);
+                    if gray {
+                        let [r, g, b] = rgb;
+                        for (l, px) in planar[0][..w].iter_mut().zip(r0.chunks_exact(bpp)) {
+                            *l = luma_f(px[r], px[g], px[b]);
+                        }
+                        sink.store(&spec, y, dst.x, w, [(&planar[0][..], 0, 1); 3]);
+                    } else {
+                        // Channel reordering is just a choice of offsets in the pixel.
+                        let src = |c: usize| (&r0[..], rgb[pick(c)], bpp);
+                        sink.store(&spec, y, dst.x, w, [src(0), src(1), src(2)]);
                     }
                 }
-            }
-            FormatKind::Gray => {
-                let src = Plane::new(frame, 0, w, h, 1)?;
-                let img = stage(src, plan.src, plan.dst, s0, halving)?;
-                // Replicated for colour models; a Gray model only reads channel 0.
-                sink.fill(&spec, plan.dst, pad, |x, y| {
-                    let v = f32::from(img.pixel(x, y)[0]);
-                    [v, v, v]
-                });
-            }
-            FormatKind::Nv12 => {
-                let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-                let luma_plane = Plane::new(frame, 0, w, h, 1)?;
-                let uv_plane = Plane::new(frame, 1, cw, ch, 2)?;
-                let y_img = stage(luma_plane, plan.src, plan.dst, s0, halving)?;
-                let uv_img = stage(uv_plane, plan.src.chroma(cw, ch), plan.dst, s1, halving)?;
-                fill_yuv(sink, &spec, plan.dst, pad, frame.yuv, |x, y| {
-                    let uv = uv_img.pixel(x, y);
-                    (y_img.pixel(x, y)[0], uv[0], uv[1])
-                });
-            }
-            FormatKind::I420 => {
-                let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-                let luma_plane = Plane::new(frame, 0, w, h, 1)?;
-                let u_plane = Plane::new(frame, 1, cw, ch, 1)?;
-                let v_plane = Plane::new(frame, 2, cw, ch, 1)?;
-                let croi = plan.src.chroma(cw, ch);
-                let y_img = stage(luma_plane, plan.src, plan.dst, s0, halving)?;
-                let u_img = stage(u_plane, croi, plan.dst, s1, halving)?;
-                let v_img = stage(v_plane, croi, plan.dst, s2, halving)?;
-                fill_yuv(sink, &spec, plan.dst, pad, frame.yuv, |x, y| {
-                    (
-                        y_img.pixel(x, y)[0],
-                        u_img.pixel(x, y)[0],
-                        v_img.pixel(x, y)[0],
-                    )
-                });
+                (FormatKind::Gray, [Some(p0), ..]) => {
+                    resample_row(acc, r0, p0, luma_roi, &axes.x, &axes.y, oy);
+                    // Replicated for colour models; a Gray model only reads channel 0.
+                    sink.store(&spec, y, dst.x, w, [(&r0[..], 0, 1); 3]);
+                }
+                (FormatKind::Nv12, [Some(py), Some(puv), _]) => {
+                    let Some((croi, cx, cy)) = axes.chroma.as_ref() else {
+                        unreachable!("NV12 is subsampled")
+                    };
+                    resample_row(acc, r0, py, luma_roi, &axes.x, &axes.y, oy);
+                    resample_row(acc, r1, puv, *croi, cx, cy, oy);
+                    let (ly, luv) = (&r0[..w], &r1[..2 * w]);
+                    yuv_rows(&conv, gray, w, planar, |x| {
+                        (ly[x], luv[2 * x], luv[2 * x + 1])
+                    });
+                    let src = |c: usize| (&planar[if gray { 0 } else { pick(c) }][..], 0, 1);
+                    sink.store(&spec, y, dst.x, w, [src(0), src(1), src(2)]);
+                }
+                (FormatKind::I420, [Some(py), Some(pu), Some(pv)]) => {
+                    let Some((croi, cx, cy)) = axes.chroma.as_ref() else {
+                        unreachable!("I420 is subsampled")
+                    };
+                    resample_row(acc, r0, py, luma_roi, &axes.x, &axes.y, oy);
+                    resample_row(acc, r1, pu, *croi, cx, cy, oy);
+                    resample_row(acc, r2, pv, *croi, cx, cy, oy);
+                    let (ly, lu, lv) = (&r0[..w], &r1[..w], &r2[..w]);
+                    yuv_rows(&conv, gray, w, planar, |x| (ly[x], lu[x], lv[x]));
+                    let src = |c: usize| (&planar[if gray { 0 } else { pick(c) }][..], 0, 1);
+                    sink.store(&spec, y, dst.x, w, [src(0), src(1), src(2)]);
+                }
+                _ => unreachable!("planes were validated for the format above"),
             }
         }
         Ok(())
+    }
+}
+
+/// Converts one row of resampled Y'CbCr samples (`sample(x)` = Y, Cb, Cr) to planar R, G, B
+/// rows (or only luma, in `planar[0]`, for a Gray model).
+#[inline]
+fn yuv_rows(
+    conv: &YuvToRgb,
+    gray: bool,
+    w: usize,
+    planar: &mut [Vec<f32>; 3],
+    sample: impl Fn(usize) -> (f32, f32, f32),
+) {
+    let [pr, pg, pb] = planar;
+    let (pr, pg, pb) = (&mut pr[..w], &mut pg[..w], &mut pb[..w]);
+    if gray {
+        for (x, l) in pr.iter_mut().enumerate() {
+            *l = conv.luma(sample(x).0);
+        }
+        return;
+    }
+    for (x, ((r, g), b)) in pr
+        .iter_mut()
+        .zip(pg.iter_mut())
+        .zip(pb.iter_mut())
+        .enumerate()
+    {
+        let (l, u, v) = sample(x);
+        [*r, *g, *b] = conv.rgb(l, u, v);
+    }
+}
+
+/// Resamples output row `oy` of region `roi` of `plane` into `out` (`ax.outputs()` pixels of
+/// the plane's channels), using `acc` for the vertical pass.
+fn resample_row(
+    acc: &mut Vec<f32>,
+    out: &mut Vec<f32>,
+    plane: Plane<'_>,
+    roi: Region,
+    ax: &Expanded,
+    ay: &Axis,
+    oy: usize,
+) {
+    let n = roi.w * plane.cn;
+    // The horizontal pass reads whole windows, past the row's end for the last outputs: those
+    // values must be zeros (their weights are, and 0 × garbage could be NaN).
+    let padded = n + ax.overhang();
+    if acc.len() < padded {
+        acc.resize(padded, 0.0);
+    }
+    acc[n..padded].fill(0.0);
+    let m = ax.outputs() * plane.cn;
+    if out.len() < m {
+        out.resize(m, 0.0);
+    }
+    let source = Source {
+        data: plane.data,
+        offset: roi.y * plane.stride + roi.x * plane.cn,
+        stride: plane.stride,
+        row_len: n,
+    };
+    resample::vertical(source, ay, oy, acc);
+    resample::horizontal(&acc[..padded], ax, &mut out[..m]);
+    // Resampled values are rounded to 8 bits, as the resize of an OpenCV or PIL training
+    // pipeline leaves them (and as this crate's earlier OpenCV path did): a model sees the
+    // same values here as from `vision-trainer`'s loader, which resizes each image to 8 bits
+    // once and normalises it later.
+    for v in &mut out[..m] {
+        *v = (*v + 0.5).floor();
     }
 }
 
@@ -495,8 +622,8 @@ fn fits_i32(what: &'static str, width: usize, height: usize) -> Result<(), Prepr
 /// BT.601 luma weights, the same ones a Gray model would have been trained with through
 /// `cv::cvtColor(..., COLOR_RGB2GRAY)`.
 #[inline]
-fn luma(r: u8, g: u8, b: u8) -> f32 {
-    0.299 * f32::from(r) + 0.587 * f32::from(g) + 0.114 * f32::from(b)
+fn luma_f(r: f32, g: f32, b: f32) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
 }
 
 /// Y'CbCr → R'G'B' for one matrix and range, with the range expansion folded into the
@@ -537,45 +664,20 @@ impl YuvToRgb {
 
     /// Full-range luma, so a Gray model sees the same values whatever the stream's range.
     #[inline]
-    fn luma(&self, y: u8) -> f32 {
-        ((f32::from(y) - self.y_offset) * self.y_scale).clamp(0.0, 255.0)
+    fn luma(&self, y: f32) -> f32 {
+        ((y - self.y_offset) * self.y_scale).clamp(0.0, 255.0)
     }
 
     #[inline]
-    fn rgb(&self, y: u8, u: u8, v: u8) -> [f32; 3] {
-        let l = (f32::from(y) - self.y_offset) * self.y_scale;
-        let cb = (f32::from(u) - 128.0) * self.c_scale;
-        let cr = (f32::from(v) - 128.0) * self.c_scale;
+    fn rgb(&self, y: f32, u: f32, v: f32) -> [f32; 3] {
+        let l = (y - self.y_offset) * self.y_scale;
+        let cb = (u - 128.0) * self.c_scale;
+        let cr = (v - 128.0) * self.c_scale;
         [
             (l + self.r_cr * cr).clamp(0.0, 255.0),
             (l - self.g_cb * cb - self.g_cr * cr).clamp(0.0, 255.0),
             (l + self.b_cb * cb).clamp(0.0, 255.0),
         ]
-    }
-}
-
-fn fill_yuv(
-    sink: Sink<'_>,
-    spec: &SlotSpec,
-    content: Region,
-    pad: f32,
-    color: YuvColor,
-    sample: impl Fn(usize, usize) -> (u8, u8, u8),
-) {
-    let conv = YuvToRgb::new(color);
-    match spec.channels {
-        ChannelOrder::Gray => sink.fill(spec, content, pad, |x, y| {
-            [conv.luma(sample(x, y).0), 0.0, 0.0]
-        }),
-        ChannelOrder::Rgb => sink.fill(spec, content, pad, |x, y| {
-            let (l, u, v) = sample(x, y);
-            conv.rgb(l, u, v)
-        }),
-        ChannelOrder::Bgr => sink.fill(spec, content, pad, |x, y| {
-            let (l, u, v) = sample(x, y);
-            let [r, g, b] = conv.rgb(l, u, v);
-            [b, g, r]
-        }),
     }
 }
 
@@ -711,140 +813,6 @@ impl<'a> Plane<'a> {
     }
 }
 
-/// Read access to the resized image of one plane (or to the input plane itself when no
-/// resizing was needed).
-struct View<'v> {
-    data: &'v [u8],
-    step: usize,
-    cn: usize,
-}
-
-impl View<'_> {
-    #[inline]
-    fn pixel(&self, x: usize, y: usize) -> &[u8] {
-        let i = y * self.step + x * self.cn;
-        &self.data[i..i + self.cn]
-    }
-}
-
-/// Brings region `roi` of `plane` to the size of `dst`, returning a view of the result.
-fn stage<'v>(
-    plane: Plane<'v>,
-    roi: Region,
-    dst: Region,
-    scratch: &'v mut core::Mat,
-    halving: &mut Halving,
-) -> Result<View<'v>, PreprocessError> {
-    let start = roi.y * plane.stride + roi.x * plane.cn;
-    let src = &plane.data[start..];
-    if roi.w == dst.w && roi.h == dst.h {
-        // Same size: read the mapped plane directly instead of paying for a copy.
-        return Ok(View {
-            data: src,
-            step: plane.stride,
-            cn: plane.cn,
-        });
-    }
-    let typ = match plane.cn {
-        1 => core::CV_8UC1,
-        2 => core::CV_8UC2,
-        3 => core::CV_8UC3,
-        _ => core::CV_8UC4,
-    };
-    // Sides were checked to fit in i32 (`fits_i32`), and regions lie inside them.
-    let (rows, cols) = (roi.h as i32, roi.w as i32);
-    // SAFETY: `Plane::new` checked that the plane holds (rows-1)*stride + row bytes from its
-    // start, and `roi` lies inside the plane, so the header only covers bytes of `src`. The
-    // header does not own the data and lives only until the end of this function, while `src`
-    // is borrowed for longer. OpenCV only reads it (it is the input of `resize`), so the
-    // const-to-mut cast never leads to a write into the caller's frame.
-    let header = unsafe {
-        core::Mat::new_rows_cols_with_data_unsafe(
-            rows,
-            cols,
-            typ,
-            src.as_ptr().cast_mut().cast::<c_void>(),
-            plane.stride,
-        )
-    }
-    .map_err(cv_err("wrapping an input plane"))?;
-    // A large downscale (a 1080p frame to 224×224) must average every covered pixel, so that
-    // thin details do not alias. OpenCV's general INTER_AREA costs more than the model's
-    // inference on a 1080p frame (10.6 ms measured); its exact 2×2 path is vectorised and
-    // cheap (0.8 ms, then 0.2 ms). So halve both sides with exact 2×2 area steps while both
-    // stay at least twice the target (an odd last row or column is left out so the step stays
-    // exact), then do the remaining (< 2× on one side) step on the much smaller image.
-    let (mut w, mut h) = (roi.w, roi.h);
-    let mut current: Option<usize> = None;
-    let [a, b] = &mut halving.0;
-    while w >= 2 * dst.w && h >= 2 * dst.h && w >= 2 && h >= 2 {
-        let (ew, eh) = (w & !1, h & !1);
-        let (from, to): (&core::Mat, &mut core::Mat) = match current {
-            None => (&header, a),
-            Some(0) => (&*a, b),
-            Some(_) => (&*b, a),
-        };
-        let size = core::Size::new((ew / 2) as i32, (eh / 2) as i32);
-        if (ew, eh) == (w, h) {
-            imgproc::resize(from, to, size, 0.0, 0.0, imgproc::INTER_AREA)
-        } else {
-            let even = core::Mat::roi(from, core::Rect::new(0, 0, ew as i32, eh as i32))
-                .map_err(cv_err("halving"))?;
-            imgproc::resize(&even, to, size, 0.0, 0.0, imgproc::INTER_AREA)
-        }
-        .map_err(cv_err("halving"))?;
-        current = Some(match current {
-            None | Some(1) => 0,
-            Some(_) => 1,
-        });
-        (w, h) = (ew / 2, eh / 2);
-    }
-    let from: &core::Mat = match current {
-        None => &header,
-        Some(0) => a,
-        Some(_) => b,
-    };
-    let interpolation = if w > dst.w && h > dst.h {
-        imgproc::INTER_AREA
-    } else {
-        imgproc::INTER_LINEAR
-    };
-    imgproc::resize(
-        from,
-        scratch,
-        core::Size::new(dst.w as i32, dst.h as i32),
-        0.0,
-        0.0,
-        interpolation,
-    )
-    .map_err(cv_err("resizing"))?;
-    let scratch: &'v core::Mat = scratch;
-    let data = scratch
-        .data_bytes()
-        .map_err(cv_err("reading the resized image"))?;
-    let step = dst.w * plane.cn;
-    if data.len() < step * dst.h {
-        return Err(PreprocessError::OpenCv {
-            context: "reading the resized image",
-            source: opencv::Error::new(
-                core::StsAssert,
-                format!(
-                    "resize produced {} bytes, expected {}x{}x{}",
-                    data.len(),
-                    dst.w,
-                    dst.h,
-                    plane.cn
-                ),
-            ),
-        });
-    }
-    Ok(View {
-        data,
-        step,
-        cn: plane.cn,
-    })
-}
-
 /// The destination slot with its normalisation folded into one multiply-add per value.
 enum Sink<'s> {
     F32 {
@@ -878,61 +846,64 @@ impl<'s> Sink<'s> {
         })
     }
 
-    /// Writes every slot value: `sample(x, y)` (coordinates inside `content`) gives the raw
-    /// values in model channel order; outside `content` every channel is `pad`.
-    fn fill(
-        self,
-        spec: &SlotSpec,
-        content: Region,
-        pad: f32,
-        sample: impl FnMut(usize, usize) -> [f32; 3],
-    ) {
+    /// Sets every value of the slot to the raw pixel value `pad` (the letterbox border).
+    fn fill_all(&mut self, spec: &SlotSpec, pad: f32) {
+        let cn = spec.channel_count();
         match self {
             Self::F32 { out, mul, add } => {
-                fill_slot(spec, content, pad, sample, |i, c, v| {
-                    out[i] = v * mul[c] + add[c];
-                });
+                for (i, v) in out.iter_mut().enumerate() {
+                    let c = channel_of(spec, cn, i);
+                    *v = pad * mul[c] + add[c];
+                }
             }
-            Self::U8(out) => {
-                // Values are already in 0..=255; `as` saturates anyway.
-                fill_slot(spec, content, pad, sample, |i, _, v| {
-                    out[i] = (v + 0.5) as u8
-                });
+            Self::U8(out) => out.fill((pad + 0.5) as u8),
+        }
+    }
+
+    /// Writes pixels `x0 .. x0 + w` of slot row `y`. Model channel `c` takes the raw values
+    /// (0..=255) `values[first + x * step]` of `src[c] = (values, first, step)`.
+    #[inline]
+    fn store(
+        &mut self,
+        spec: &SlotSpec,
+        y: usize,
+        x0: usize,
+        w: usize,
+        src: [(&[f32], usize, usize); 3],
+    ) {
+        let (sw, sh, cn) = (spec.width, spec.height, spec.channel_count());
+        for (c, &(values, first, step)) in src.iter().enumerate().take(cn) {
+            let values = values[first..].iter().step_by(step).take(w);
+            // NCHW: index = c*h*w + p; NHWC: index = p*C + c (p = y*w + x).
+            let (start, stride) = match spec.layout {
+                Layout::Nchw => (c * sw * sh + y * sw + x0, 1),
+                Layout::Nhwc => ((y * sw + x0) * cn + c, cn),
+            };
+            match self {
+                Self::F32 { out, mul, add } => {
+                    let (m, a) = (mul[c], add[c]);
+                    let dst = out[start..].iter_mut().step_by(stride).take(w);
+                    for (d, &v) in dst.zip(values) {
+                        *d = v * m + a;
+                    }
+                }
+                Self::U8(out) => {
+                    let dst = out[start..].iter_mut().step_by(stride).take(w);
+                    for (d, &v) in dst.zip(values) {
+                        // Values are in 0..=255; `as` saturates anyway.
+                        *d = (v + 0.5) as u8;
+                    }
+                }
             }
         }
     }
 }
 
-/// The one write loop: visits each slot pixel once and stores its channels in the slot's layout.
-#[inline]
-fn fill_slot(
-    spec: &SlotSpec,
-    content: Region,
-    pad: f32,
-    mut sample: impl FnMut(usize, usize) -> [f32; 3],
-    mut store: impl FnMut(usize, usize, f32),
-) {
-    let (w, h, cn) = (spec.width, spec.height, spec.channel_count());
-    // NCHW: index = c*h*w + p; NHWC: index = p*C + c (p = y*w + x).
-    let (pixel_step, channel_step) = match spec.layout {
-        Layout::Nchw => (1, w * h),
-        Layout::Nhwc => (cn, 1),
-    };
-    let pad = [pad; 3];
-    let (x_end, y_end) = (content.x + content.w, content.y + content.h);
-    for y in 0..h {
-        let row_inside = (content.y..y_end).contains(&y);
-        for x in 0..w {
-            let values = if row_inside && (content.x..x_end).contains(&x) {
-                sample(x - content.x, y - content.y)
-            } else {
-                pad
-            };
-            let base = (y * w + x) * pixel_step;
-            for (c, &v) in values.iter().take(cn).enumerate() {
-                store(base + c * channel_step, c, v);
-            }
-        }
+/// The channel of slot index `i`.
+fn channel_of(spec: &SlotSpec, cn: usize, i: usize) -> usize {
+    match spec.layout {
+        Layout::Nchw => i / (spec.width * spec.height),
+        Layout::Nhwc => i % cn,
     }
 }
 
@@ -1029,7 +1000,7 @@ mod tests {
             match format {
                 PixelFormat::Gray8 => plane(0, width, height, 1, &|x, y| {
                     let [r, g, b] = rgb(x, y);
-                    vec![luma(r, g, b).round() as u8]
+                    vec![luma_f(f32::from(r), f32::from(g), f32::from(b)).round() as u8]
                 }),
                 PixelFormat::Nv12 => {
                     plane(0, width, height, 1, &|x, y| {
@@ -1146,7 +1117,11 @@ mod tests {
         match order {
             ChannelOrder::Rgb => [r, g, b],
             ChannelOrder::Bgr => [b, g, r],
-            ChannelOrder::Gray => [luma(rgb[0], rgb[1], rgb[2]), 0.0, 0.0],
+            ChannelOrder::Gray => [
+                luma_f(f32::from(rgb[0]), f32::from(rgb[1]), f32::from(rgb[2])),
+                0.0,
+                0.0,
+            ],
         }
     }
 
@@ -1777,10 +1752,13 @@ mod tests {
         let a = TestFrame::solid(PixelFormat::I420, 32, 24, 0, [200, 30, 60]);
         let b = TestFrame::solid(PixelFormat::I420, 32, 24, 0, [10, 220, 40]);
         p.run(&a.frame(), SlotMut::F32(&mut out)).expect("first");
-        let buffers = p.scratch.each_ref().map(|m| m.data() as usize);
-        assert!(buffers.iter().all(|&ptr| ptr != 0));
+        let buffers = (p.acc.as_ptr(), p.rows.each_ref().map(|r| r.as_ptr()));
+        assert!(p.rows.iter().all(|r| !r.is_empty()));
         p.run(&b.frame(), SlotMut::F32(&mut out)).expect("second");
-        assert_eq!(buffers, p.scratch.each_ref().map(|m| m.data() as usize));
+        assert_eq!(
+            buffers,
+            (p.acc.as_ptr(), p.rows.each_ref().map(|r| r.as_ptr()))
+        );
         // And the second frame's content, not the first's, is what was written.
         assert_solid(
             &out,

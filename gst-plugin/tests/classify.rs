@@ -493,11 +493,11 @@ fn bad_models_give_errors_naming_file_and_reason() {
         ),
         (
             Some(data("truncated.onnx")),
-            &["truncated.onnx", "protobuf parsing failed"],
+            &["truncated.onnx", "Protobuf parsing failed"],
         ),
         (
             Some(data("not_onnx.onnx")),
-            &["not_onnx.onnx", "protobuf parsing failed"],
+            &["not_onnx.onnx", "Protobuf parsing failed"],
         ),
         (
             Some(data("two_inputs_not_image.onnx")),

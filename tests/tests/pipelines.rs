@@ -347,11 +347,11 @@ fn bad_models_fail_with_the_file_and_the_reason() -> Result<()> {
         ),
         (
             model("truncated.onnx").display().to_string(),
-            vec!["cannot open model", "protobuf parsing failed"],
+            vec!["cannot open model", "Protobuf parsing failed"],
         ),
         (
             model("not_onnx.onnx").display().to_string(),
-            vec!["cannot open model", "protobuf parsing failed"],
+            vec!["cannot open model", "Protobuf parsing failed"],
         ),
         (
             model("two_inputs_not_image.onnx").display().to_string(),

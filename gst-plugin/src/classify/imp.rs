@@ -18,7 +18,9 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::video;
-use super::{ChannelChoice, ProviderChoice, ResizeChoice, ScoresChoice, TargetChoice};
+use super::{
+    ChannelChoice, ProviderChoice, ResizeChoice, ResizeFilterChoice, ScoresChoice, TargetChoice,
+};
 use crate::contract::{ScoreKind, read_labels_file};
 use crate::engine::{self, Engine, EngineSettings};
 use crate::lane::{self, Deliver, Lane, Ready, held_buffers};
@@ -60,6 +62,7 @@ struct Settings {
     top_k: u32,
     threshold: f64,
     resize: ResizeChoice,
+    resize_filter: ResizeFilterChoice,
     channel_order: ChannelChoice,
     scale: f64,
     mean: Option<[f32; 3]>,
@@ -93,6 +96,7 @@ impl Default for Settings {
             top_k: 1,
             threshold: 0.0,
             resize: ResizeChoice::Model,
+            resize_filter: ResizeFilterChoice::Area,
             channel_order: ChannelChoice::Model,
             scale: 0.0,
             mean: None,
@@ -147,7 +151,7 @@ impl Settings {
                 },
                 device_id: self.device_id,
                 strict_provider: self.strict_provider,
-                threads: self.threads as usize,
+                threads: crate::engine::intra_threads(self.threads as usize),
                 trt_fp16: self.trt_fp16,
                 trt_cache_dir: self.trt_cache_dir.clone(),
             },
@@ -934,7 +938,8 @@ impl VisionClassify {
         let lane = Arc::new(FrameLane::new(engine.attach_lane(), capacity));
         let deliver: Arc<dyn Deliver> = lane.clone();
         *lock(&self.stream) = Some(Stream {
-            preprocessor: Preprocessor::new(spec.slot, spec.normalize, spec.resize),
+            preprocessor: Preprocessor::new(spec.slot, spec.normalize, spec.resize)
+                .with_filter(settings.resize_filter.into()),
             format: None,
             frames_seen: 0,
             interval: settings.inference_interval.clamp(1, MAX_INTERVAL).into(),
@@ -1184,7 +1189,7 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
-                    .blurb("ONNX Runtime intra-op threads for the CPU provider (0 = ONNX Runtime's default: one per physical core)")
+                    .blurb("ONNX Runtime intra-op threads for the CPU provider. 0 = automatic: one per core this process may use (physical cores under SMT) less one, which is left to the streaming threads that preprocess the next frames while a batch runs")
                     .maximum(256)
                     .default_value(0)
                     .mutable_ready()
@@ -1248,6 +1253,11 @@ impl ObjectImpl for VisionClassify {
                 glib::ParamSpecEnum::builder_with_default("resize", ResizeChoice::Model)
                     .nick("Resize mode")
                     .blurb("How a frame is fitted to the model's input size (overrides vision.preprocess)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("resize-filter", ResizeFilterChoice::Area)
+                    .nick("Resize filter")
+                    .blurb("Resampling kernel of the resize. area (default): each input pixel counts, no aliasing; bilinear or nearest: for models trained with OpenCV INTER_LINEAR/INTER_NEAREST or torch's interpolate without antialias (bilinear costs about the same as area here, nearest less; see BENCHMARKS.md)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("channel-order", ChannelChoice::Model)
@@ -1353,6 +1363,7 @@ impl ObjectImpl for VisionClassify {
             "top-k" => s.top_k = value.get().unwrap_or(1),
             "threshold" => s.threshold = value.get().unwrap_or(0.0),
             "resize" => s.resize = value.get().unwrap_or_default(),
+            "resize-filter" => s.resize_filter = value.get().unwrap_or_default(),
             "channel-order" => s.channel_order = value.get().unwrap_or_default(),
             "scale" => s.scale = value.get().unwrap_or(0.0),
             "mean" | "std" => match triple_from(value) {
@@ -1410,6 +1421,7 @@ impl ObjectImpl for VisionClassify {
             "top-k" => s.top_k.to_value(),
             "threshold" => s.threshold.to_value(),
             "resize" => s.resize.to_value(),
+            "resize-filter" => s.resize_filter.to_value(),
             "channel-order" => s.channel_order.to_value(),
             "scale" => s.scale.to_value(),
             "mean" => triple_value(&s.mean).to_value(),

@@ -55,6 +55,36 @@ pub enum ResizeChoice {
     CenterCrop = 3,
 }
 
+/// `resize-filter`: the resampling kernel of the resize.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstVisionClassifyResizeFilter")]
+pub enum ResizeFilterChoice {
+    #[default]
+    #[enum_value(
+        name = "Area average when shrinking (OpenCV INTER_AREA): no aliasing; bilinear on an enlarged axis",
+        nick = "area"
+    )]
+    Area = 0,
+    #[enum_value(
+        name = "Bilinear, 2 taps per axis (OpenCV INTER_LINEAR, torch interpolate antialias=False): aliases when shrinking more than 2x",
+        nick = "bilinear"
+    )]
+    Bilinear = 1,
+    #[enum_value(name = "Nearest pixel (OpenCV INTER_NEAREST)", nick = "nearest")]
+    Nearest = 2,
+}
+
+impl From<ResizeFilterChoice> for crate::preprocess::ResizeFilter {
+    fn from(choice: ResizeFilterChoice) -> Self {
+        match choice {
+            ResizeFilterChoice::Area => Self::Area,
+            ResizeFilterChoice::Bilinear => Self::Bilinear,
+            ResizeFilterChoice::Nearest => Self::Nearest,
+        }
+    }
+}
+
 /// `channel-order`: the colour order the model expects.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]

@@ -59,7 +59,12 @@ impl InputSpec {
             (Some(3), Some(ColorName::Gray)) => {
                 return unsupported("it says GRAY but the input has 3 channels".into());
             }
-            (Some(c), _) => c,
+            (Some(c @ (1 | 3)), _) => c,
+            (Some(c), _) => {
+                return unsupported(format!(
+                    "the input has {c} channels: 1 (GRAY) or 3 (RGB) are supported"
+                ));
+            }
             (None, Some(ColorName::Gray)) => 1,
             (None, _) => 3,
         };
@@ -68,6 +73,18 @@ impl InputSpec {
             (None, Some([Some(h), Some(w)])) => [*h, *w],
             _ => return unsupported("the input size is symbolic and it gives no size".into()),
         };
+        // The element's limit, checked before any image of this size is made.
+        let limit = gstvision::model::MAX_IMAGE_VALUES;
+        if size[0]
+            .checked_mul(size[1])
+            .and_then(|v| v.checked_mul(channels))
+            .is_none_or(|v| v > limit || v == 0)
+        {
+            return unsupported(format!(
+                "an input of {channels} × {} × {} is empty or more than the limit of {limit} values per image (MAX_IMAGE_VALUES)",
+                size[0], size[1]
+            ));
+        }
         Ok(InputSpec {
             size,
             channels,
@@ -200,13 +217,10 @@ fn order_of(channels: usize) -> ChannelOrder {
     }
 }
 
-/// The element's errors in the data layer's terms. Checked inputs only meet the OpenCV ones.
+/// The element's errors in the data layer's terms.
 fn preprocess_err(e: PreprocessError) -> DataError {
-    match e {
-        PreprocessError::OpenCv { context, source } => DataError::OpenCv { context, source },
-        other => DataError::BadInput {
-            reason: other.to_string(),
-        },
+    DataError::BadInput {
+        reason: e.to_string(),
     }
 }
 
@@ -350,6 +364,25 @@ mod tests {
             channels: 3,
             pixels: (0..w * h).flat_map(|_| rgb).collect(),
         }
+    }
+
+    /// Sizes a malformed model may declare: refused with the limit named, before any image
+    /// of that size is made.
+    #[test]
+    fn inputs_beyond_the_limit_or_of_other_channel_counts_are_refused() {
+        let pre = PreprocessContract::default();
+        let huge = [Some(1), Some(3), Some(40_000), Some(40_000)];
+        let overflow = [None, Some(3), Some(1 << 40), Some(1 << 40)];
+        for dims in [&huge[..], &overflow[..]] {
+            let e = InputSpec::from_contract(&pre, dims).expect_err("beyond the limit");
+            assert!(e.to_string().contains("MAX_IMAGE_VALUES"), "{e}");
+        }
+        let e = InputSpec::from_contract(&pre, &[None, Some(4), Some(8), Some(8)])
+            .expect_err("4 channels");
+        assert!(e.to_string().contains("4 channels"), "{e}");
+        let fine = InputSpec::from_contract(&pre, &[None, Some(3), Some(4096), Some(4096)])
+            .expect("4096 × 4096 RGB fits");
+        assert_eq!((fine.size, fine.channels), ([4096, 4096], 3));
     }
 
     #[test]

@@ -351,12 +351,10 @@ mod tests {
             "{:?}",
             out.data
         );
-        // Stretch keeps the width: red, green, blue from left to right. Not pure thirds: the
-        // element's exact 2×2 halvings leave out an odd last column (30 → 15 → 7 → 3 leaves
-        // out source columns 24..30), so the middle and right pixels take in some of their
-        // left neighbours.
+        // Stretch keeps the width: red, green, blue from left to right, each output pixel the
+        // mean of exactly its third (area resampling covers every source column once).
         let out = fit(&img, Resize::Stretch, 3, 1);
-        assert_eq!(out.data, [255, 0, 0, 64, 192, 0, 0, 128, 128]);
+        assert_eq!(out.data, [255, 0, 0, 0, 255, 0, 0, 0, 255]);
         let out = fit(&img, Resize::Letterbox, 6, 6);
         assert_eq!(&out.data[..3], &[0, 0, 0]);
         // The picture is 10 × 6/30 = 2 rows high, centred: rows 2 and 3.

@@ -155,13 +155,18 @@ fn save_tensors(dir: &Path, calib: &Images, test: &EvalSet) -> anyhow::Result<()
     Ok(())
 }
 
-/// Runs the command; fails when the gate rejects the candidate.
+/// Runs the command; fails when the gate rejects the candidate. Every error names the model.
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    let model = args.model.clone();
+    quantize_file(args).with_context(|| format!("quantizing {}", model.display()))
+}
+
+fn quantize_file(args: QuantizeArgs) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let model = ModelProto::from_bytes(&bytes)
         .with_context(|| format!("{} is not an ONNX model", args.model.display()))?;
-    super::check_contract(&model).with_context(|| args.model.display().to_string())?;
+    super::check_contract(&model)?;
 
     let library = crate::project::ort_library(args.ort_library.clone());
     let env = crate::onnx::runtime::load_runtime(&library)?;

@@ -290,15 +290,87 @@ pub const CONTRACT_KEYS: &[&str] = &[
     contract::KEY_MODEL,
 ];
 
-/// Checks that the model carries the contract keys quantization needs, and that the element's
-/// parser accepts them (a model the element rejects is not worth quantizing).
+/// Checks that the model carries the contract keys quantization needs, that the element's
+/// parser accepts them, and that the scores output is one the element takes: the output
+/// `vision.output` names, `[N, classes]` (or `[N, classes, 1, 1]`), as many classes as labels
+/// (a model the element rejects is not worth quantizing). Without a graph, only the metadata.
 pub fn check_contract(model: &ModelProto) -> Result<(), QuantizeError> {
     if let Some(k) = CONTRACT_KEYS.iter().find(|k| model.metadata(k).is_none()) {
         return Err(QuantizeError::NoContract {
             missing: (*k).to_owned(),
         });
     }
-    model.contract()?;
+    let contract = model.contract()?;
+    // Batches run at the model's fixed batch: bounded like the element's, before any exists.
+    if let Ok((input, dims)) = input_dims(model)
+        && let Some(Some(batch)) = dims.first()
+    {
+        let limit = gstvision::model::MAX_BATCH_VALUES;
+        // With a symbolic image dimension the size comes from vision.preprocess, checked by
+        // `InputSpec::from_contract`.
+        let per_image: Option<Vec<usize>> = dims.get(1..).unwrap_or(&[]).iter().copied().collect();
+        let values = per_image.map(|p| p.iter().try_fold(*batch, |acc, d| acc.checked_mul(*d)));
+        if let Some(values) = values
+            && values.is_none_or(|v| v > limit)
+        {
+            return Err(QuantizeError::NotAModel(format!(
+                "input `{input}` of shape {dims:?}: a batch is more than the limit of {limit} values per batch (MAX_BATCH_VALUES)"
+            )));
+        }
+    }
+    // The metadata alone (no graph yet) is checked as metadata.
+    let Some(graph) = &model.graph else {
+        return Ok(());
+    };
+    let outputs = graph.output.as_slice();
+    let scores = match &contract.output.name {
+        Some(name) => outputs
+            .iter()
+            .find(|o| o.name.as_deref() == Some(name.as_str()))
+            .ok_or_else(|| {
+                QuantizeError::NotAModel(format!(
+                    "vision.output names `{name}`, which is not an output"
+                ))
+            })?,
+        None => outputs
+            .first()
+            .ok_or_else(|| QuantizeError::NotAModel("the graph has no output".into()))?,
+    };
+    let name = scores.name.as_deref().unwrap_or_default();
+    // An output without a declared shape is left to ONNX Runtime.
+    let Some(shape) = scores
+        .r#type
+        .as_ref()
+        .and_then(|t| t.value.as_ref())
+        .and_then(|crate::onnx::type_proto::Value::TensorType(t)| t.shape.as_ref())
+    else {
+        return Ok(());
+    };
+    let dims: Vec<Option<i64>> = shape
+        .dim
+        .iter()
+        .map(|d| match d.value {
+            Some(dimension::Value::DimValue(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
+    let classes = match dims.as_slice() {
+        [_, c] => *c,
+        [_, c, rest @ ..] if rest.iter().all(|d| *d == Some(1)) => *c,
+        _ => {
+            return Err(QuantizeError::NotAModel(format!(
+                "output `{name}` has shape {dims:?}, which is not [N, classes]"
+            )));
+        }
+    };
+    if let (Some(c), Some(labels)) = (classes, &contract.labels)
+        && usize::try_from(c).ok() != Some(labels.len())
+    {
+        return Err(QuantizeError::NotAModel(format!(
+            "vision.labels has {} labels but output `{name}` has {c} classes",
+            labels.len()
+        )));
+    }
     Ok(())
 }
 
