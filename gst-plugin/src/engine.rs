@@ -16,7 +16,7 @@
 //! [`Deliver`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{Admission, BatchTensor, LaneId, Next, Plan, Slot};
 use crate::lane::{Deliver, Inferred};
-use crate::model::{
-    Description, InputType, ModelError, ModelSpec, Overrides, Runner, RunnerConfig,
-};
+use crate::model::{Generation, InputType, ModelError, ModelSpec, Overrides, Runner, RunnerConfig};
 
 /// Settings that belong to the engine: every element sharing it must give the same.
 #[derive(Debug, Clone)]
@@ -116,6 +114,14 @@ pub enum EngineError {
     FirstRun { path: PathBuf, reason: String },
     #[error("cannot start the inference thread: {0}")]
     Thread(String),
+    #[error("model {path} cannot replace {live} while streaming: {reason}")]
+    Incompatible {
+        path: PathBuf,
+        live: PathBuf,
+        reason: String,
+    },
+    #[error("model {path} fails on a test run: {reason}")]
+    TestRun { path: PathBuf, reason: String },
 }
 
 /// A later element's engine settings differ from those the engine was opened with.
@@ -170,6 +176,10 @@ pub struct EngineStats {
     pub in_line: usize,
     /// Preprocessed-frame tensors allocated (the pool never shrinks).
     pub slots: usize,
+    /// Models that replaced the running one (hot reload).
+    pub reloads: u64,
+    /// Replacement models refused by the checks (the running model stayed).
+    pub rejected_reloads: u64,
 }
 
 impl EngineStats {
@@ -197,6 +207,10 @@ struct Queue {
     /// batch being copied exist.
     spare: Vec<Slot>,
     allocated: usize,
+    /// A replacement model per worker, which it takes before its next batch.
+    incoming: Vec<Option<(Arc<Generation>, Runner)>>,
+    /// The first frame of the latest batch, kept (not copied) for a replacement's test run.
+    probe: Option<Slot>,
 }
 
 struct Shared {
@@ -215,8 +229,15 @@ pub struct Engine {
     id: Option<String>,
     owner: String,
     settings: EngineSettings,
-    /// The model apart from its sessions, for each element's own overrides.
-    description: Description,
+    /// The model the workers run (or take before their next batch) apart from its sessions,
+    /// for each element's own overrides.
+    live: Mutex<Arc<Generation>>,
+    /// Each attached stream's overrides, which a replacement model must accept.
+    lanes: Mutex<HashMap<LaneId, Overrides>>,
+    /// Held while a replacement is opened and checked: one reload at a time.
+    reloading: Mutex<()>,
+    /// Images in a batch tensor (the batch size, or the model's fixed batch dimension).
+    capacity: usize,
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     input_type: InputType,
@@ -250,7 +271,10 @@ pub fn attach(request: &Request) -> Result<Attached, EngineError> {
     let mut engines = lock(&ENGINES);
     engines.retain(|_, e| e.strong_count() > 0);
     if let Some(engine) = engines.get(id).and_then(Weak::upgrade) {
-        if let Some((setting, theirs, ours)) = engine.settings.conflict(&request.settings) {
+        let live = engine.live();
+        let mut current = engine.settings.clone();
+        current.runner.model = live.path().to_path_buf();
+        if let Some((setting, theirs, ours)) = current.conflict(&request.settings) {
             return Err(EngineError::Conflict(Box::new(Conflict {
                 id: id.clone(),
                 setting,
@@ -260,7 +284,7 @@ pub fn attach(request: &Request) -> Result<Attached, EngineError> {
                 ours,
             })));
         }
-        let spec = engine.description.spec(&request.overrides)?;
+        let spec = live.description.spec(&request.overrides)?;
         let joined = Some(engine.owner.clone());
         return Ok(Attached {
             engine,
@@ -308,33 +332,41 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
 
     // One session and batch tensor per worker (more workers: batches run side by side).
     let workers = settings.workers.max(1);
-    let mut sessions = vec![opened.runner];
-    for _ in 1..workers {
-        sessions.push(Runner::open(&settings.runner, &request.overrides)?.runner);
-    }
-    let mut prepared = Vec::with_capacity(workers);
+    let zeros = BatchTensor::new(spec.input_type, slot_len, capacity)
+        .map_err(|e| too_large(e.to_string()))?;
     let mut scores = Vec::new();
-    for mut runner in sessions {
-        if runner.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
-            runner.pad_batches_to(batch_size);
-        }
-        let tensor = BatchTensor::new(spec.input_type, slot_len, capacity)
-            .map_err(|e| too_large(e.to_string()))?;
-        // Warm-up: the first run allocates and (on GPUs) picks kernels. A model that fails
-        // here never streams.
+    let mut runners = vec![opened.runner];
+    for _ in 1..workers {
+        runners.push(Runner::open(&settings.runner, &request.overrides)?.runner);
+    }
+    // Warm-up: the first run allocates and (on GPUs) picks kernels. A model that fails here
+    // never streams.
+    for runner in &mut runners {
+        prepare(runner, &spec, batch_size);
         runner
-            .run(tensor.input(), batch_size, &mut scores)
+            .run(zeros.input(), batch_size, &mut scores)
             .map_err(first_run)?;
-        prepared.push((runner, tensor));
     }
     // What a batch costs once warm, which the latency query reports.
     let started = Instant::now();
-    if let Some((runner, tensor)) = prepared.first_mut() {
+    if let Some(runner) = runners.first_mut() {
         runner
-            .run(tensor.input(), batch_size, &mut scores)
+            .run(zeros.input(), batch_size, &mut scores)
             .map_err(first_run)?;
     }
     let run_estimate = started.elapsed();
+    drop(zeros);
+    let mut prepared = Vec::with_capacity(workers);
+    for runner in runners {
+        let tensor = BatchTensor::new(spec.input_type, slot_len, capacity)
+            .map_err(|e| too_large(e.to_string()))?;
+        prepared.push((runner, tensor));
+    }
+    let generation = Arc::new(Generation {
+        number: 1,
+        description,
+        name: spec.name.clone(),
+    });
 
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
@@ -343,6 +375,8 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
             admission: Admission::new(batch_size.saturating_mul(workers + 1)),
             spare: Vec::new(),
             allocated: 0,
+            incoming: (0..workers).map(|_| None).collect(),
+            probe: None,
         }),
         cond: Condvar::new(),
         stats: Mutex::new(EngineStats::default()),
@@ -350,13 +384,13 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
     let mut handles = Vec::with_capacity(workers);
     for (index, (runner, tensor)) in prepared.into_iter().enumerate() {
         let for_worker = shared.clone();
-        let classes = spec.num_classes;
+        let model = generation.clone();
         let handle = std::thread::Builder::new()
             .name(format!(
                 "vc-engine-{}-{index}",
                 request.instance_id.as_deref().unwrap_or(&request.element)
             ))
-            .spawn(move || work(&for_worker, runner, tensor, classes));
+            .spawn(move || work(&for_worker, index, runner, tensor, model));
         match handle {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -373,7 +407,10 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
         id: request.instance_id.clone(),
         owner: request.element.clone(),
         settings,
-        description,
+        live: Mutex::new(generation),
+        lanes: Mutex::new(HashMap::new()),
+        reloading: Mutex::new(()),
+        capacity,
         shared,
         workers: Mutex::new(handles),
         input_type: spec.input_type,
@@ -390,15 +427,29 @@ fn open(request: &Request) -> Result<Attached, EngineError> {
     })
 }
 
-/// The worker thread: batches from the plan, runs, answers.
-fn work(shared: &Shared, mut runner: Runner, mut tensor: BatchTensor, classes: usize) {
+/// Session options that follow from the spec: GPU providers see one input shape.
+fn prepare(runner: &mut Runner, spec: &ModelSpec, batch_size: usize) {
+    if runner.on_gpu() && batch_size > 1 && spec.fixed_batch.is_none() {
+        runner.pad_batches_to(batch_size);
+    }
+}
+
+/// The worker thread: batches from the plan, runs, answers. Before each batch it takes the
+/// replacement model waiting for it, if any.
+fn work(
+    shared: &Shared,
+    index: usize,
+    mut runner: Runner,
+    mut tensor: BatchTensor,
+    mut model: Arc<Generation>,
+) {
     let mut scores = Vec::new();
     let mut answers = Vec::new();
     let mut slots = Vec::new();
     loop {
-        let jobs = {
+        let (jobs, replaced) = {
             let mut queue = lock(&shared.queue);
-            loop {
+            let jobs = loop {
                 match queue.plan.next(Instant::now()) {
                     Next::Run(jobs) => break jobs,
                     Next::Shutdown => return,
@@ -414,8 +465,18 @@ fn work(shared: &Shared, mut runner: Runner, mut tensor: BatchTensor, classes: u
                             .0;
                     }
                 }
-            }
+            };
+            // Taken with the batch, under the same lock as the reload installs it: every
+            // frame submitted after a reload was accepted runs on the new model.
+            let replaced = queue.incoming.get_mut(index).and_then(Option::take);
+            (jobs, replaced)
         };
+        if let Some((next_model, next_runner)) = replaced {
+            // The old session is dropped here, outside the lock.
+            runner = next_runner;
+            model = next_model;
+        }
+        let classes = runner.spec().num_classes;
         // Places in the plan are free: streams may preprocess the next frames meanwhile.
         shared.cond.notify_all();
         let n = jobs.len();
@@ -426,8 +487,18 @@ fn work(shared: &Shared, mut runner: Runner, mut tensor: BatchTensor, classes: u
             slots.push(slot);
             answers.push((lane, ticket));
         }
-        // The slots are copied: back to the pool before the run.
-        lock(&shared.queue).spare.append(&mut slots);
+        // The slots are copied: back to the pool before the run; the first is kept as the
+        // latest real frame for a reload's test run.
+        {
+            let mut queue = lock(&shared.queue);
+            if !slots.is_empty() {
+                let newest = slots.swap_remove(0);
+                if let Some(old) = queue.probe.replace(newest) {
+                    queue.spare.push(old);
+                }
+            }
+            queue.spare.append(&mut slots);
+        }
         shared.cond.notify_all();
         let started = Instant::now();
         let run = if gathered {
@@ -455,6 +526,7 @@ fn work(shared: &Shared, mut runner: Runner, mut tensor: BatchTensor, classes: u
                         took,
                         batch_fill: n,
                         run: run_number,
+                        model: model.clone(),
                     })
                     .ok_or_else(|| format!("the model gave no scores for image {i} of {n}")),
                 Err(e) => Err(e.clone()),
@@ -464,17 +536,168 @@ fn work(shared: &Shared, mut runner: Runner, mut tensor: BatchTensor, classes: u
     }
 }
 
+/// What an accepted reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub model: Arc<Generation>,
+    /// From the call to the model waiting for the workers (opened, checked, warmed up).
+    pub took: Duration,
+    /// Provider fallback warnings of the new sessions.
+    pub warnings: Vec<String>,
+    /// Whether the test run had a real frame (else a frame of zeros: nothing streamed yet).
+    pub real_frame: bool,
+}
+
 impl Engine {
-    /// A new stream's id; the stream counts as attached until [`Engine::detach`].
-    pub fn attach_lane(&self) -> LaneId {
+    /// A new stream's id; the stream counts as attached until [`Engine::detach`]. A model
+    /// that replaces the running one must accept the stream's `overrides`.
+    pub fn attach_lane(&self, overrides: Overrides) -> LaneId {
         self.streams.fetch_add(1, Ordering::SeqCst);
-        self.next_lane.fetch_add(1, Ordering::SeqCst)
+        let id = self.next_lane.fetch_add(1, Ordering::SeqCst);
+        lock(&self.lanes).insert(id, overrides);
+        id
     }
 
     /// The stream leaves: its waiting frames are dropped.
     pub fn detach(&self, lane: &Arc<dyn Deliver>) {
         self.remove(lane);
+        lock(&self.lanes).remove(&lane.id());
         self.streams.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The model the workers run now, or take before their next batch.
+    pub fn live(&self) -> Arc<Generation> {
+        lock(&self.live).clone()
+    }
+
+    /// Changes a stream's overrides (its labels-file changed while streaming) after checking
+    /// them against the live model; returns the stream's new spec.
+    pub fn set_overrides(
+        &self,
+        lane: LaneId,
+        overrides: Overrides,
+    ) -> Result<ModelSpec, ModelError> {
+        // Under the reload lock: a replacement checked meanwhile sees the new overrides.
+        let _one = lock(&self.reloading);
+        let spec = self.live().description.spec(&overrides)?;
+        lock(&self.lanes).insert(lane, overrides);
+        Ok(spec)
+    }
+
+    /// Opens `model` with the engine's settings, checks it can take the running model's place
+    /// for every attached stream (the same input type, size, layout and preprocessing; each
+    /// stream's labels match its classes; batch size fits), runs it on the latest real frame
+    /// and warms up one session per worker; then each worker takes it before its next batch.
+    /// No frame is dropped and none waits for the loading. On an error the running model
+    /// stays and nothing changes.
+    pub fn reload(&self, model: &Path) -> Result<Reloaded, EngineError> {
+        let _one = lock(&self.reloading);
+        let started = Instant::now();
+        let result = self.open_replacement(model);
+        let mut stats = lock(&self.shared.stats);
+        match &result {
+            Ok(_) => stats.reloads += 1,
+            Err(_) => stats.rejected_reloads += 1,
+        }
+        drop(stats);
+        let (generation, runners, warnings, real_frame) = result?;
+        let mut queue = lock(&self.shared.queue);
+        for (waiting, runner) in queue.incoming.iter_mut().zip(runners) {
+            // A replacement not yet taken is replaced in turn (dropped after the lock).
+            let _older = waiting.replace((generation.clone(), runner));
+        }
+        *lock(&self.live) = generation.clone();
+        drop(queue);
+        self.shared.cond.notify_all();
+        Ok(Reloaded {
+            model: generation,
+            took: started.elapsed(),
+            warnings,
+            real_frame,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn open_replacement(
+        &self,
+        path: &Path,
+    ) -> Result<(Arc<Generation>, Vec<Runner>, Vec<String>, bool), EngineError> {
+        let live = self.live();
+        let mut config = self.settings.runner.clone();
+        config.model = path.to_path_buf();
+        let opened = Runner::open(&config, &Overrides::default())?;
+        let description = opened.runner.description().clone();
+        let incompatible = |reason: String| EngineError::Incompatible {
+            path: path.to_path_buf(),
+            live: live.path().to_path_buf(),
+            reason,
+        };
+        let mut lanes: Vec<Overrides> = lock(&self.lanes).values().cloned().collect();
+        if lanes.is_empty() {
+            lanes.push(Overrides::default());
+        }
+        let batch_size = self.batch_size();
+        let mut new_spec = None;
+        for overrides in &lanes {
+            let old = live.description.spec(overrides)?;
+            let new = description
+                .spec(overrides)
+                .map_err(|e| incompatible(e.to_string()))?;
+            compatible(&old, &new, batch_size, self.capacity).map_err(&incompatible)?;
+            new_spec.get_or_insert(new);
+        }
+        let Some(spec) = new_spec else {
+            return Err(incompatible("no stream to check it for".into()));
+        };
+        let test_run = |e: ModelError| EngineError::TestRun {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        // The latest real frame, at image 0 of a full batch (the rest zeros).
+        let mut tensor = BatchTensor::new(spec.input_type, spec.slot.len(), self.capacity)
+            .map_err(|e| incompatible(e.to_string()))?;
+        let probe = lock(&self.shared.queue).probe.take();
+        let real_frame = probe.as_ref().is_some_and(|p| tensor.put(0, p));
+        if let Some(p) = probe {
+            let mut queue = lock(&self.shared.queue);
+            if queue.probe.is_none() {
+                queue.probe = Some(p);
+            } else {
+                queue.spare.push(p);
+            }
+        }
+        let mut runners = vec![opened.runner];
+        let mut warnings = opened.warnings;
+        for _ in 1..self.settings.workers.max(1) {
+            let more = Runner::open(&config, &Overrides::default())?;
+            warnings.extend(more.warnings);
+            runners.push(more.runner);
+        }
+        let mut scores = Vec::new();
+        for runner in &mut runners {
+            prepare(runner, &spec, batch_size);
+            runner
+                .run(tensor.input(), batch_size, &mut scores)
+                .map_err(test_run)?;
+            let first = scores.get(..spec.num_classes).unwrap_or_default();
+            if first.len() != spec.num_classes || first.iter().any(|v| !v.is_finite()) {
+                return Err(test_run(ModelError::Run(format!(
+                    "its scores for {} are not {} finite numbers: {first:?}",
+                    if real_frame {
+                        "the latest frame"
+                    } else {
+                        "a frame of zeros"
+                    },
+                    spec.num_classes
+                ))));
+            }
+        }
+        let generation = Arc::new(Generation {
+            number: live.number + 1,
+            description,
+            name: spec.name.clone(),
+        });
+        Ok((generation, runners, warnings, real_frame))
     }
 
     /// Waits for a place in the engine (first come, first served across streams) and returns
@@ -576,6 +799,56 @@ impl Engine {
         s.slots = queue.allocated;
         s
     }
+}
+
+/// Whether `new` can take `old`'s place for a stream without changing what the stream
+/// preprocesses into its slots (frames already preprocessed may run on either).
+fn compatible(
+    old: &ModelSpec,
+    new: &ModelSpec,
+    batch_size: usize,
+    capacity: usize,
+) -> Result<(), String> {
+    let input = |s: &ModelSpec| {
+        format!(
+            "{:?} {}x{} {:?} {:?}",
+            s.input_type, s.slot.width, s.slot.height, s.slot.channels, s.slot.layout
+        )
+    };
+    if old.input_type != new.input_type || old.slot != new.slot {
+        return Err(format!(
+            "its input is {}, the stream's frames are preprocessed for {}",
+            input(new),
+            input(old)
+        ));
+    }
+    if old.resize != new.resize {
+        return Err(format!(
+            "it asks for resize {:?}, the stream uses {:?}",
+            new.resize, old.resize
+        ));
+    }
+    if old.normalize != new.normalize {
+        return Err(format!(
+            "its normalisation {:?} differs from the stream's {:?}",
+            new.normalize, old.normalize
+        ));
+    }
+    if let Some(fixed) = new.fixed_batch
+        && fixed != capacity
+    {
+        return Err(format!(
+            "its fixed batch dimension {fixed} differs from the engine's batch tensor of {capacity} images (batch-size {batch_size})"
+        ));
+    }
+    if new.labels.len() != new.num_classes {
+        return Err(format!(
+            "{} labels for {} classes",
+            new.labels.len(),
+            new.num_classes
+        ));
+    }
+    new.check_batch(capacity)
 }
 
 impl Drop for Engine {

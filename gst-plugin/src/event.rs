@@ -1504,6 +1504,7 @@ mod tests {
         };
         let r = FrameResult {
             model: Arc::from("color3"),
+            model_version: Arc::from(""),
             classification: Classification {
                 classes: vec![red.clone()],
                 best: red,

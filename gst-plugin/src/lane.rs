@@ -13,10 +13,11 @@
 //! belong to the engine's pool, not to the lane.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::batch::LaneId;
+use crate::model::Generation;
 
 /// Buffers an element may hold with `capacity` frames to classify queued and
 /// `interval - 1` reused frames behind each: what upstream pools must allow on top of their
@@ -38,6 +39,8 @@ pub struct Inferred {
     pub batch_fill: usize,
     /// The engine's number of that run (frames with the same number ran together).
     pub run: u64,
+    /// The model that computed the scores.
+    pub model: Arc<Generation>,
 }
 
 /// What the engine gives back per ticket: scores, or why the run failed.
@@ -382,6 +385,11 @@ mod tests {
             took: Duration::from_millis(1),
             batch_fill: fill,
             run: 0,
+            model: Arc::new(Generation {
+                number: 1,
+                description: crate::model::Description::empty("m.onnx"),
+                name: "m".into(),
+            }),
         })
     }
 

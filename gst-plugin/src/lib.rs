@@ -22,6 +22,7 @@ pub mod results;
 pub mod roi;
 pub mod runtime;
 pub mod scores;
+pub mod watch;
 
 static PLUGIN_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 

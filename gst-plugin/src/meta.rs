@@ -28,7 +28,10 @@ pub const META_NAME: &str = "VisionClassificationMeta";
 /// One frame's result as carried in the meta.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameResult {
+    /// The name of the model that classified the frame (`vision.model.name` or the file's stem).
     pub model: Arc<str>,
+    /// That model's `vision.model.version`; empty when it states none.
+    pub model_version: Arc<str>,
     pub classification: Classification,
     pub inference_ns: u64,
     pub batch_size: u32,
@@ -48,6 +51,9 @@ pub fn register() {
 pub fn fill_structure(s: &mut gst::StructureRef, r: &FrameResult) {
     let c = &r.classification;
     s.set("model", r.model.as_ref());
+    if !r.model_version.is_empty() {
+        s.set("model-version", r.model_version.as_ref());
+    }
     s.set(
         "class-ids",
         gst::Array::new(c.classes.iter().map(|c| c.class_id)),
@@ -107,6 +113,7 @@ pub fn from_structure(s: &gst::StructureRef) -> Option<FrameResult> {
     };
     Some(FrameResult {
         model: Arc::from(s.get::<&str>("model").ok()?),
+        model_version: Arc::from(s.get::<&str>("model-version").unwrap_or_default()),
         classification: Classification { classes, best },
         inference_ns: s.get("inference-time").ok()?,
         batch_size: s.get("batch-size").ok()?,
@@ -448,6 +455,7 @@ mod tests {
         let label: Arc<str> = Arc::from("red");
         let r = FrameResult {
             model: Arc::from("color3"),
+            model_version: Arc::from("1.0.0"),
             classification: Classification {
                 classes: vec![ClassScore {
                     class_id: 0,

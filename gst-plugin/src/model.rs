@@ -488,11 +488,54 @@ pub struct Description {
 }
 
 impl Description {
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `vision.model`'s `version`, when the model states one.
+    pub fn version(&self) -> Option<&str> {
+        self.contract.model.version.as_deref()
+    }
+
+    /// A model with no inputs or outputs: for unit tests of what carries descriptions around.
+    #[cfg(test)]
+    pub fn empty(path: &str) -> Self {
+        Self {
+            path: path.into(),
+            contract: Contract::default(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            providers: Vec::new(),
+        }
+    }
+
     /// The model with `overrides` applied.
     pub fn spec(&self, overrides: &Overrides) -> Result<ModelSpec, ModelError> {
         let mut spec = describe(self, overrides)?;
         spec.providers = self.providers.clone();
         Ok(spec)
+    }
+}
+
+/// A model as the streams see it: the engine's first model is generation 1, each model that
+/// replaces it while streaming (hot reload) the next. Every answer carries the generation
+/// that computed it, so each frame names the model that classified it.
+#[derive(Debug)]
+pub struct Generation {
+    pub number: u64,
+    pub description: Description,
+    /// `vision.model.name` or the file's stem (as [`ModelSpec::name`]).
+    pub name: String,
+}
+
+impl Generation {
+    pub fn path(&self) -> &Path {
+        self.description.path()
+    }
+
+    pub fn version(&self) -> Option<&str> {
+        self.description.version()
     }
 }
 

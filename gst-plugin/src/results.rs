@@ -6,15 +6,35 @@ use std::time::{Duration, Instant};
 
 use crate::lane::Inferred;
 use crate::meta::FrameResult;
+use crate::model::{Generation, ModelError, ModelSpec, Overrides};
 use crate::roi::Latest;
 use crate::scores::Scorer;
+
+/// How a stream turns a model's scores into results: its own overrides (labels-file, score
+/// kind), `top-k` and `threshold`.
+#[derive(Debug, Clone)]
+pub struct Scoring {
+    pub overrides: Overrides,
+    pub top_k: usize,
+    pub threshold: f32,
+}
+
+impl Scoring {
+    pub fn scorer(&self, spec: &ModelSpec) -> Scorer {
+        Scorer::new(spec.scores, &spec.labels, self.top_k, self.threshold)
+    }
+}
 
 /// Frame numbering and the latest result of one stream (of each tracked object with
 /// `target=roi`). A flush starts them afresh.
 #[derive(Debug)]
 pub struct StreamResults {
     scorer: Scorer,
+    scoring: Scoring,
+    /// The model whose scores `scorer` reads.
+    generation: u64,
     model: Arc<str>,
+    version: Arc<str>,
     last: Option<FrameResult>,
     objects: Latest<FrameResult>,
     frames_out: u64,
@@ -23,14 +43,53 @@ pub struct StreamResults {
 impl StreamResults {
     /// `reclassify_interval`: how long tracked objects go without being classified (it
     /// bounds how long their results are kept).
-    pub fn new(scorer: Scorer, model: &str, reclassify_interval: u32) -> Self {
+    pub fn new(
+        model: &Generation,
+        spec: &ModelSpec,
+        scoring: Scoring,
+        reclassify_interval: u32,
+    ) -> Self {
         Self {
-            scorer,
-            model: Arc::from(model),
+            scorer: scoring.scorer(spec),
+            scoring,
+            generation: model.number,
+            model: Arc::from(model.name.as_str()),
+            version: Arc::from(model.version().unwrap_or_default()),
             last: None,
             objects: Latest::new(reclassify_interval),
             frames_out: 0,
         }
+    }
+
+    /// Reads the scores of `model` from now on, when it is not the model read so far (a
+    /// reload went live). `Ok(true)` when it switched. On an error the stream keeps its
+    /// scorer (the engine checked the stream's overrides against the model before it went
+    /// live, so this is a stream whose overrides changed since).
+    pub fn follow(&mut self, model: &Generation) -> Result<bool, ModelError> {
+        if model.number == self.generation {
+            return Ok(false);
+        }
+        let spec = model.description.spec(&self.scoring.overrides)?;
+        self.scorer = self.scoring.scorer(&spec);
+        self.generation = model.number;
+        self.model = Arc::from(model.name.as_str());
+        self.version = Arc::from(model.version().unwrap_or_default());
+        Ok(true)
+    }
+
+    /// New labels (labels-file changed while streaming), already checked against the model.
+    pub fn relabel(&mut self, spec: &ModelSpec, overrides: Overrides) {
+        self.scoring.overrides = overrides;
+        self.scorer = self.scoring.scorer(spec);
+    }
+
+    /// The model this stream reads now: name, version (empty when none), generation.
+    pub fn model(&self) -> (String, String, u64) {
+        (
+            self.model.to_string(),
+            self.version.to_string(),
+            self.generation,
+        )
     }
 
     fn score(&mut self, answer: &Inferred, frame: u64) -> Option<FrameResult> {
@@ -38,6 +97,7 @@ impl StreamResults {
             .classify(&answer.scores)
             .map(|classification| FrameResult {
                 model: self.model.clone(),
+                model_version: self.version.clone(),
                 classification,
                 inference_ns: answer.took.as_nanos().try_into().unwrap_or(u64::MAX),
                 batch_size: answer.batch_fill.try_into().unwrap_or(u32::MAX),
@@ -183,13 +243,30 @@ mod tests {
     use super::*;
     use crate::contract::ScoreKind;
 
+    fn generation() -> Arc<Generation> {
+        Arc::new(Generation {
+            number: 1,
+            description: crate::model::Description::empty("m.onnx"),
+            name: "m".into(),
+        })
+    }
+
     fn results() -> StreamResults {
         let labels = ["a".to_string(), "b".to_string()];
-        StreamResults::new(
-            Scorer::new(ScoreKind::Probabilities, &labels, 1, 0.0),
-            "m",
-            1,
-        )
+        StreamResults {
+            scorer: Scorer::new(ScoreKind::Probabilities, &labels, 1, 0.0),
+            scoring: Scoring {
+                overrides: Overrides::default(),
+                top_k: 1,
+                threshold: 0.0,
+            },
+            generation: 1,
+            model: Arc::from("m"),
+            version: Arc::from(""),
+            last: None,
+            objects: Latest::new(1),
+            frames_out: 0,
+        }
     }
 
     fn answer(scores: [f32; 2], run: u64) -> Inferred {
@@ -198,6 +275,7 @@ mod tests {
             took: Duration::from_millis(2),
             batch_fill: 3,
             run,
+            model: generation(),
         }
     }
 

@@ -102,8 +102,8 @@ def scalar(name, value):
 # --------------------------------------------------------------------------
 
 
-def color3_graph(batch="N", size=(32, 32), name="color3"):
-    """float32 [B,3,H,W] RGB in 0..1 -> GlobalAveragePool -> Flatten -> *20."""
+def color3_graph(batch="N", size=(32, 32), name="color3", gain=SEPARATION):
+    """float32 [B,3,H,W] RGB in 0..1 -> GlobalAveragePool -> Flatten -> *gain (20)."""
     h, w = size
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, h, w])
     out = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 3])
@@ -113,7 +113,7 @@ def color3_graph(batch="N", size=(32, 32), name="color3"):
         helper.make_node("Mul", ["flat", "k20"], ["scores"], name="separate"),
     ]
     return helper.make_graph(
-        nodes, name, [inp], [out], initializer=[scalar("k20", SEPARATION)],
+        nodes, name, [inp], [out], initializer=[scalar("k20", gain)],
         doc_string="Mean of each colour channel times 20 = per-class logits",
     )
 
@@ -183,12 +183,14 @@ def not_image_graph():
 # --------------------------------------------------------------------------
 
 
-def color3_metadata(resize="stretch", labels=RGB_LABELS, name="color3"):
+def color3_metadata(resize="stretch", labels=RGB_LABELS, name="color3", version="1.0.0"):
+    info = model_info(name, "gap-mul")
+    info["version"] = version
     return vision_metadata(
         labels,
         preprocess((32, 32), resize=resize),
         {"name": "scores", "scores": "logits"},
-        model_info(name, "gap-mul"),
+        info,
     )
 
 
@@ -274,6 +276,14 @@ def build_models():
 
     # labels file
     files["labels_rgb.txt"] = b"R\nG\nB\n"
+    # 11. color3_inverse.onnx: the same input and labels as color3, but the *least* present
+    # colour wins (gain -20), version 2.0.0: a replacement model that disagrees by design
+    # (hot reload tests).
+    add("color3_inverse.onnx", make_model(
+        color3_graph(name="color3_inverse", gain=-SEPARATION),
+        color3_metadata(name="color3_inverse", version="2.0.0"),
+        doc="color3 with logits -20*mean: the least present colour channel wins"))
+
     return files
 
 

@@ -8,8 +8,10 @@
 //! `stats`; the lane's and engine's own locks are taken inside their methods only. No lock of
 //! the element is held while waiting on the lane or pushing downstream.
 
+mod reload;
+
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,9 +29,9 @@ use crate::lane::{self, Deliver, Lane, Ready, held_buffers};
 use crate::meta::{self, FrameResult};
 use crate::model::{self, Overrides, Provider, RunnerConfig};
 use crate::preprocess::{ChannelOrder, PixelFormat, Preprocessor, ResizeMode, YuvColor};
-use crate::results::{StreamResults, StreamStats};
+use crate::results::{Scoring, StreamResults, StreamStats};
 use crate::roi::{self, Region};
-use crate::scores::Scorer;
+use crate::watch::Watcher;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -74,6 +76,7 @@ struct Settings {
     min_roi_size: u32,
     roi_padding: f64,
     reclassify_interval: u32,
+    watch_model: bool,
 }
 
 impl Default for Settings {
@@ -108,6 +111,7 @@ impl Default for Settings {
             min_roi_size: 0,
             roi_padding: 0.0,
             reclassify_interval: 1,
+            watch_model: false,
         }
     }
 }
@@ -214,6 +218,11 @@ pub struct VisionClassify {
     post_messages: AtomicBool,
     /// EOS arrived on the sink pad (a NOT_LINKED downstream is reported then, as `queue` does).
     got_eos: AtomicBool,
+    /// `watch-model`, while running.
+    watcher: Mutex<Option<Watcher>>,
+    /// Replacement models this element asked for that went live / were refused.
+    reloads: AtomicU64,
+    rejected_reloads: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -635,6 +644,7 @@ impl VisionClassify {
                 Err(gst::FlowError::Error)
             }
             Ready::Classified((buffer, _), Ok(answer)) => {
+                self.follow(&answer, buffer.pts());
                 let result = lock(&self.output)
                     .as_mut()
                     .and_then(|o| o.classified(&answer));
@@ -712,6 +722,9 @@ impl VisionClassify {
         targets: Vec<Target>,
         answers: Vec<lane::Outcome>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        for answer in answers.iter().flatten() {
+            self.follow(answer, buffer.pts());
+        }
         let mut answers = answers.into_iter();
         let mut results = Vec::new();
         let mut inferred = Vec::new();
@@ -802,6 +815,10 @@ impl VisionClassify {
     }
 
     fn stats_structure(&self) -> gst::Structure {
+        let model = lock(&self.output)
+            .as_ref()
+            .map(|o| o.model())
+            .unwrap_or_default();
         let s = lock(&self.stats).clone();
         let run = self.running();
         let queued = run.as_ref().map_or(0, |r| r.lane.queued() as u64);
@@ -828,6 +845,16 @@ impl VisionClassify {
             .field("engine-queued", engine.queued as u64)
             .field("engine-waiting-streams", engine.in_line as u64)
             .field("engine-slots", engine.slots as u64)
+            .field("engine-reloads", engine.reloads)
+            .field("engine-rejected-reloads", engine.rejected_reloads)
+            .field("reloads", self.reloads.load(Ordering::SeqCst))
+            .field(
+                "rejected-reloads",
+                self.rejected_reloads.load(Ordering::SeqCst),
+            )
+            .field("model", model.0)
+            .field("model-version", model.1)
+            .field("model-generation", model.2)
             .build()
     }
 
@@ -880,11 +907,12 @@ impl VisionClassify {
                 )
             })?),
         };
+        let overrides = settings.overrides(labels);
         let request = engine::Request {
             instance_id: settings.model_instance_id.clone(),
             element: self.obj().name().to_string(),
             settings: settings.engine(model_path.clone()),
-            overrides: settings.overrides(labels),
+            overrides: overrides.clone(),
         };
         let attached = engine::attach(&request).map_err(|e| {
             let domain = match e {
@@ -935,7 +963,10 @@ impl VisionClassify {
 
         // Room for one batch waiting and one being filled while another runs.
         let capacity = engine.batch_size().saturating_mul(2).max(2);
-        let lane = Arc::new(FrameLane::new(engine.attach_lane(), capacity));
+        let lane = Arc::new(FrameLane::new(
+            engine.attach_lane(overrides.clone()),
+            capacity,
+        ));
         let deliver: Arc<dyn Deliver> = lane.clone();
         *lock(&self.stream) = Some(Stream {
             preprocessor: Preprocessor::new(spec.slot, spec.normalize, spec.resize)
@@ -952,14 +983,15 @@ impl VisionClassify {
                 reclassify: roi::Reclassify::new(settings.reclassify_interval),
             }),
         });
+        let live = engine.live();
         *lock(&self.output) = Some(StreamResults::new(
-            Scorer::new(
-                spec.scores,
-                &spec.labels,
-                settings.top_k as usize,
-                settings.threshold as f32,
-            ),
-            &spec.name,
+            &live,
+            &spec,
+            Scoring {
+                overrides,
+                top_k: settings.top_k as usize,
+                threshold: settings.threshold as f32,
+            },
             settings.reclassify_interval,
         ));
         *lock(&self.running) = Some(Running {
@@ -972,10 +1004,17 @@ impl VisionClassify {
         self.got_eos.store(false, Ordering::SeqCst);
         self.post_messages
             .store(settings.post_messages, Ordering::SeqCst);
+        if settings.watch_model {
+            self.watch(live.path().to_path_buf());
+        }
+        self.post_model(self.model_structure("live", &live));
         Ok(())
     }
 
     fn stop(&self) {
+        // Joined outside the lock: a change it reported may be reloading right now.
+        let watcher = lock(&self.watcher).take();
+        drop(watcher);
         if let Some(run) = lock(&self.running).take() {
             run.lane.set_flushing(true);
             run.engine.detach(&run.deliver);
@@ -1101,6 +1140,9 @@ impl ObjectSubclass for VisionClassify {
             stats: Mutex::new(StreamStats::default()),
             post_messages: AtomicBool::new(false),
             got_eos: AtomicBool::new(false),
+            watcher: Mutex::new(None),
+            reloads: AtomicU64::new(0),
+            rejected_reloads: AtomicU64::new(0),
         }
     }
 }
@@ -1151,8 +1193,8 @@ impl ObjectImpl for VisionClassify {
             vec![
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
-                    .blurb("Path of the ONNX image classifier (.onnx). Input layout, size and type are read from the model; labels and preprocessing from its vision.* metadata when present")
-                    .mutable_ready()
+                    .blurb("Path of the ONNX image classifier (.onnx). Input layout, size and type are read from the model; labels and preprocessing from its vision.* metadata when present. Settable while PLAYING (hot reload): the new model is loaded and checked off the streaming thread (same input type, size, layout and preprocessing as the running one, labels matching its classes, a test run on the latest frame) and takes over between two batches for every stream of the engine, dropping no frame; a model that fails the checks never goes live (a warning names the file and the reason, the running model stays and this property reads its path again). Each switch is announced by a visionclassify-model element message, and every frame's meta names the model and version that classified it")
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecString::builder("model-instance-id")
                     .nick("Model instance id")
@@ -1161,8 +1203,8 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecString::builder("labels-file")
                     .nick("Labels file")
-                    .blurb("Text file with one label per line, in class order; overrides the model's vision.labels. Its count must match the model's classes")
-                    .mutable_ready()
+                    .blurb("Text file with one label per line, in class order; overrides the model's vision.labels. Its count must match the model's classes. Settable while PLAYING: checked against the live model and used from the next frame (a file that does not match is refused with a warning, the old labels stay)")
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecString::builder("ort-library")
                     .nick("ONNX Runtime library")
@@ -1326,9 +1368,15 @@ impl ObjectImpl for VisionClassify {
                     .default_value(1)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("watch-model")
+                    .nick("Watch model")
+                    .blurb("Reload the model when its file is replaced (as deployment tools do: a new file renamed over the old one, or rewritten in place): the file is looked at every 250 ms and loaded, with the same checks as setting `model` while PLAYING, once a new version has stayed unchanged for 500 ms")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Read-only. This stream: frames, classified, regions (target=roi: regions classified), regions-reused (tracked regions that carried an earlier result), batches (runs that held its frames), mean-inference-ms, max-inference-ms, fps, queued. Its engine (all streams sharing it): engine-id, engine-streams, engine-batches, engine-frames, engine-mean-fill (frames per run), engine-queued (frames waiting for a batch), engine-waiting-streams (streams waiting for a place: at most 2 x batch-size frames are admitted at once), engine-slots (preprocessed-frame tensors allocated)")
+                    .blurb("Read-only. This stream: frames, classified, regions (target=roi: regions classified), regions-reused (tracked regions that carried an earlier result), batches (runs that held its frames), mean-inference-ms, max-inference-ms, fps, queued. Its engine (all streams sharing it): engine-id, engine-streams, engine-batches, engine-frames, engine-mean-fill (frames per run), engine-queued (frames waiting for a batch), engine-waiting-streams (streams waiting for a place: at most 2 x batch-size frames are admitted at once), engine-slots (preprocessed-frame tensors allocated). Models: model, model-version and model-generation (the model this stream's latest results came from; 1 = the first, each reload the next), reloads and rejected-reloads (replacements this element asked for that went live / were refused), engine-reloads and engine-rejected-reloads (all elements of the engine)")
                     .read_only()
                     .build(),
             ]
@@ -1340,7 +1388,21 @@ impl ObjectImpl for VisionClassify {
         let mut s = lock(&self.settings);
         let name = pspec.name();
         match name {
-            "model" => s.model = path_from(value),
+            "model" => {
+                let path = path_from(value);
+                match (path, self.running().is_some()) {
+                    (path, false) => s.model = path,
+                    (Some(path), true) => {
+                        s.model = Some(path.clone());
+                        self.request_reload(path);
+                    }
+                    (None, true) => gst::warning!(
+                        CAT,
+                        imp = self,
+                        "model cannot be unset while running; it stays"
+                    ),
+                }
+            }
             "model-instance-id" => {
                 s.model_instance_id = value
                     .get::<Option<String>>()
@@ -1348,7 +1410,13 @@ impl ObjectImpl for VisionClassify {
                     .flatten()
                     .filter(|s| !s.is_empty())
             }
-            "labels-file" => s.labels_file = path_from(value),
+            "labels-file" => {
+                let path = path_from(value);
+                if self.relabel(&s, path.as_deref()) {
+                    s.labels_file = path;
+                }
+            }
+            "watch-model" => s.watch_model = value.get().unwrap_or(false),
             "ort-library" => s.ort_library = path_from(value),
             "execution-provider" => s.provider = value.get().unwrap_or_default(),
             "device-id" => s.device_id = value.get().unwrap_or(0),
@@ -1433,6 +1501,7 @@ impl ObjectImpl for VisionClassify {
             "min-roi-size" => s.min_roi_size.to_value(),
             "roi-padding" => s.roi_padding.to_value(),
             "reclassify-interval" => s.reclassify_interval.to_value(),
+            "watch-model" => s.watch_model.to_value(),
             name => unimplemented!("property {name}"),
         }
     }

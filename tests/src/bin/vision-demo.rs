@@ -23,7 +23,8 @@ timestamp, label and confidence per classified frame, then a summary.
   --video FILE   video to classify (default: a video encoded from the test photos
                  in .deps/data/photos, written to target/vision-demo/photos.webm)
   --rtsp URL     an RTSP camera, rtsp://[user:password@]host[:port]/path (H.264 needs
-                 avdec_h264 from gstreamer1.0-libav)
+                 avdec_h264 from gstreamer1.0-libav); RTP comes over the RTSP TCP
+                 connection, so no frame is lost to dropped UDP packets
   --uri URI      any source uridecodebin reads (file://, rtsp://, http://, ...)
   --frames N     stop after N frames (a camera does not end by itself)
   --model FILE   ONNX classifier (default: tests/data/color3.onnx)
@@ -112,7 +113,16 @@ fn run() -> Result<()> {
     let source = match (&args.uri, args.video) {
         (Some(uri), _) => {
             println!("source: {uri}");
-            format!("uridecodebin uri={}", quoted(Path::new(uri)))
+            if uri.starts_with("rtsp://") || uri.starts_with("rtsps://") {
+                // RTP over the RTSP connection (TCP): a loaded gateway or network drops UDP
+                // packets, and with them whole frames; TCP delays them instead.
+                format!(
+                    "rtspsrc location={} protocols=tcp latency=200 ! decodebin",
+                    quoted(Path::new(uri))
+                )
+            } else {
+                format!("uridecodebin uri={}", quoted(Path::new(uri)))
+            }
         }
         (None, video) => {
             let video = match video {
