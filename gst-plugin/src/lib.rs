@@ -7,6 +7,7 @@
 use gst::glib;
 
 pub mod batch;
+pub mod capture;
 pub mod classify;
 pub mod contract;
 pub mod delivery;

@@ -8,6 +8,7 @@
 //! `stats`; the lane's and engine's own locks are taken inside their methods only. No lock of
 //! the element is held while waiting on the lane or pushing downstream.
 
+mod capture;
 mod reload;
 
 use std::path::PathBuf;
@@ -77,6 +78,12 @@ struct Settings {
     roi_padding: f64,
     reclassify_interval: u32,
     watch_model: bool,
+    capture_dir: Option<PathBuf>,
+    capture_below: f64,
+    capture_every: u32,
+    capture_max_side: u32,
+    capture_max_bytes: u64,
+    capture_max_rate: f64,
 }
 
 impl Default for Settings {
@@ -112,6 +119,12 @@ impl Default for Settings {
             roi_padding: 0.0,
             reclassify_interval: 1,
             watch_model: false,
+            capture_dir: None,
+            capture_below: 0.0,
+            capture_every: 0,
+            capture_max_side: 320,
+            capture_max_bytes: 1 << 30,
+            capture_max_rate: 5.0,
         }
     }
 }
@@ -220,6 +233,8 @@ pub struct VisionClassify {
     got_eos: AtomicBool,
     /// `watch-model`, while running.
     watcher: Mutex<Option<Watcher>>,
+    /// `capture-dir`, while running (used by the src pad task).
+    capturing: Mutex<Option<capture::Capturing>>,
     /// Replacement models this element asked for that went live / were refused.
     reloads: AtomicU64,
     rejected_reloads: AtomicU64,
@@ -660,6 +675,9 @@ impl VisionClassify {
                     answer.took
                 );
                 lock(&self.stats).count(Some(&answer), Instant::now());
+                if let Some(r) = &result {
+                    self.consider_capture(&buffer, r);
+                }
                 self.push_with_result(buffer, result.as_ref())
             }
         };
@@ -819,6 +837,7 @@ impl VisionClassify {
             .as_ref()
             .map(|o| o.model())
             .unwrap_or_default();
+        let capture = self.capture_stats();
         let s = lock(&self.stats).clone();
         let run = self.running();
         let queued = run.as_ref().map_or(0, |r| r.lane.queued() as u64);
@@ -855,6 +874,12 @@ impl VisionClassify {
             .field("model", model.0)
             .field("model-version", model.1)
             .field("model-generation", model.2)
+            .field("capture-saved", capture.saved)
+            .field("capture-dropped", capture.dropped)
+            .field("capture-rate-limited", capture.rate_limited)
+            .field("capture-evicted", capture.evicted)
+            .field("capture-errors", capture.errors)
+            .field("capture-bytes", capture.bytes)
             .build()
     }
 
@@ -1007,6 +1032,9 @@ impl VisionClassify {
         if settings.watch_model {
             self.watch(live.path().to_path_buf());
         }
+        if settings.target == TargetChoice::Frame {
+            self.start_capture(&settings)?;
+        }
         self.post_model(self.model_structure("live", &live));
         Ok(())
     }
@@ -1015,6 +1043,7 @@ impl VisionClassify {
         // Joined outside the lock: a change it reported may be reloading right now.
         let watcher = lock(&self.watcher).take();
         drop(watcher);
+        self.stop_capture();
         if let Some(run) = lock(&self.running).take() {
             run.lane.set_flushing(true);
             run.engine.detach(&run.deliver);
@@ -1141,6 +1170,7 @@ impl ObjectSubclass for VisionClassify {
             post_messages: AtomicBool::new(false),
             got_eos: AtomicBool::new(false),
             watcher: Mutex::new(None),
+            capturing: Mutex::new(None),
             reloads: AtomicU64::new(0),
             rejected_reloads: AtomicU64::new(0),
         }
@@ -1374,9 +1404,47 @@ impl ObjectImpl for VisionClassify {
                     .default_value(false)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("capture-dir")
+                    .nick("Capture folder")
+                    .blurb("Keep doubtful frames for retraining: DIR/<predicted-label>/<element-name>-<pts in ns>.png (8-bit RGB, at most capture-max-side pixels on the longer side) with a JSON sidecar of the same name (label, confidence, top-k, model and version, reason, frame, timestamps). The trainer reads the folder as labelled data (vision-trainer --extra-data folder:DIR); correct a label by moving both files. Written on a thread of its own through a queue of 8 frames: when it is full a frame is not captured (counted in stats), the stream never waits. Needs capture-below and/or capture-every; target=frame only")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("capture-below")
+                    .nick("Capture below")
+                    .blurb("With capture-dir: capture frames whose best confidence is below this (0 = off)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(0.0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("capture-every")
+                    .nick("Capture every")
+                    .blurb("With capture-dir: also capture one classified frame in N whatever its confidence, a reference sample of what the camera sees (0 = off)")
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("capture-max-side")
+                    .nick("Capture size")
+                    .blurb("Longest side of a captured image in pixels, aspect ratio kept (area resampling); 0 = the frame's own size")
+                    .default_value(320)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("capture-max-bytes")
+                    .nick("Capture budget")
+                    .blurb("Disk budget of capture-dir in bytes, counting the captures already there at start: the oldest captures (image and sidecar) are removed to stay within it (0 = no limit)")
+                    .default_value(1 << 30)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("capture-max-rate")
+                    .nick("Capture rate")
+                    .blurb("Captures per second at most (bursts of one second's worth); frames over it are not captured and counted (0 = no limit)")
+                    .minimum(0.0)
+                    .default_value(5.0)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Read-only. This stream: frames, classified, regions (target=roi: regions classified), regions-reused (tracked regions that carried an earlier result), batches (runs that held its frames), mean-inference-ms, max-inference-ms, fps, queued. Its engine (all streams sharing it): engine-id, engine-streams, engine-batches, engine-frames, engine-mean-fill (frames per run), engine-queued (frames waiting for a batch), engine-waiting-streams (streams waiting for a place: at most 2 x batch-size frames are admitted at once), engine-slots (preprocessed-frame tensors allocated). Models: model, model-version and model-generation (the model this stream's latest results came from; 1 = the first, each reload the next), reloads and rejected-reloads (replacements this element asked for that went live / were refused), engine-reloads and engine-rejected-reloads (all elements of the engine)")
+                    .blurb("Read-only. This stream: frames, classified, regions (target=roi: regions classified), regions-reused (tracked regions that carried an earlier result), batches (runs that held its frames), mean-inference-ms, max-inference-ms, fps, queued. Its engine (all streams sharing it): engine-id, engine-streams, engine-batches, engine-frames, engine-mean-fill (frames per run), engine-queued (frames waiting for a batch), engine-waiting-streams (streams waiting for a place: at most 2 x batch-size frames are admitted at once), engine-slots (preprocessed-frame tensors allocated). Models: model, model-version and model-generation (the model this stream's latest results came from; 1 = the first, each reload the next), reloads and rejected-reloads (replacements this element asked for that went live / were refused), engine-reloads and engine-rejected-reloads (all elements of the engine). Capture: capture-saved, capture-dropped (queue full), capture-rate-limited, capture-evicted (removed for the disk budget), capture-errors (not written), capture-bytes (the folder's captures now)")
                     .read_only()
                     .build(),
             ]
@@ -1417,6 +1485,12 @@ impl ObjectImpl for VisionClassify {
                 }
             }
             "watch-model" => s.watch_model = value.get().unwrap_or(false),
+            "capture-dir" => s.capture_dir = path_from(value),
+            "capture-below" => s.capture_below = value.get().unwrap_or(0.0),
+            "capture-every" => s.capture_every = value.get().unwrap_or(0),
+            "capture-max-side" => s.capture_max_side = value.get().unwrap_or(320),
+            "capture-max-bytes" => s.capture_max_bytes = value.get().unwrap_or(1 << 30),
+            "capture-max-rate" => s.capture_max_rate = value.get().unwrap_or(5.0),
             "ort-library" => s.ort_library = path_from(value),
             "execution-provider" => s.provider = value.get().unwrap_or_default(),
             "device-id" => s.device_id = value.get().unwrap_or(0),
@@ -1502,6 +1576,12 @@ impl ObjectImpl for VisionClassify {
             "roi-padding" => s.roi_padding.to_value(),
             "reclassify-interval" => s.reclassify_interval.to_value(),
             "watch-model" => s.watch_model.to_value(),
+            "capture-dir" => path_value(&s.capture_dir).to_value(),
+            "capture-below" => s.capture_below.to_value(),
+            "capture-every" => s.capture_every.to_value(),
+            "capture-max-side" => s.capture_max_side.to_value(),
+            "capture-max-bytes" => s.capture_max_bytes.to_value(),
+            "capture-max-rate" => s.capture_max_rate.to_value(),
             name => unimplemented!("property {name}"),
         }
     }
@@ -1562,6 +1642,8 @@ impl ElementImpl for VisionClassify {
         if transition == gst::StateChange::ReadyToPaused
             && let Err(e) = self.start()
         {
+            // Whatever started before the failure (engine, watcher, capture) goes.
+            self.stop();
             self.post_error_message(e);
             return Err(gst::StateChangeError);
         }

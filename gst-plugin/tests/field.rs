@@ -1,6 +1,6 @@
-//! Hot reload of `visionclassify` (issue 13) with real ONNX Runtime: `model` and
-//! `labels-file` set while PLAYING, refused replacements, `watch-model` with an atomic
-//! rename, and a shared engine swapping for every stream. `color3_inverse.onnx` takes the
+//! Models that improve in the field (issue 13), with real ONNX Runtime: hot reload (`model`
+//! and `labels-file` set while PLAYING, refused replacements, `watch-model` with an atomic
+//! rename, a shared engine swapping for every stream) and the capture of doubtful frames. `color3_inverse.onnx` takes the
 //! same input as `color3.onnx` and disagrees with it by design (the least present colour
 //! wins), so every frame's label says which model classified it.
 //!
@@ -22,6 +22,15 @@ const RED: [u8; 3] = [220, 20, 30];
 const HANG: gst::ClockTime = gst::ClockTime::from_seconds(120);
 
 fn harness(name: &str, model: &str, props: &[(&str, &str)]) -> (Harness, gst::Bus) {
+    harness_with_caps(name, model, props, RGB_32)
+}
+
+fn harness_with_caps(
+    name: &str,
+    model: &str,
+    props: &[(&str, &str)],
+    caps: &str,
+) -> (Harness, gst::Bus) {
     init();
     let e = gst::ElementFactory::make("visionclassify")
         .name(name)
@@ -35,13 +44,17 @@ fn harness(name: &str, model: &str, props: &[(&str, &str)]) -> (Harness, gst::Bu
     let bus = gst::Bus::new();
     e.set_bus(Some(&bus));
     let mut h = Harness::with_element(&e, Some("sink"), Some("src"));
-    h.set_src_caps_str(RGB_32);
+    h.set_src_caps_str(caps);
     h.play();
     (h, bus)
 }
 
 fn frame(i: u64) -> gst::Buffer {
-    let data: Vec<u8> = RED.iter().copied().cycle().take(32 * 32 * 3).collect();
+    sized_frame(32, 32, RED, i)
+}
+
+fn sized_frame(w: usize, h: usize, rgb: [u8; 3], i: u64) -> gst::Buffer {
+    let data: Vec<u8> = rgb.iter().copied().cycle().take(w * h * 3).collect();
     let mut b = gst::Buffer::from_mut_slice(data);
     {
         let b = b.get_mut().expect("new buffer");
@@ -337,4 +350,160 @@ fn labels_file_set_while_playing_applies_from_the_next_frame_when_it_fits() {
         "the refused file is not taken"
     );
     assert_eq!(run(&mut h, 2, 3)[0].3, "rouge", "the labels stay");
+}
+
+// ---- capture ------------------------------------------------------------------------------
+
+const RGB_64X48: &str = "video/x-raw,format=RGB,width=64,height=48,framerate=30/1";
+/// color3's confidence: RED > 0.99; GREY 1/3 (a tie: "red"); these two about 0.69.
+const GREY: [u8; 3] = [128, 128, 128];
+const REDDISH: [u8; 3] = [200, 190, 20];
+const GREENISH: [u8; 3] = [190, 200, 20];
+
+/// (class folder, file name) of every file under `dir`, sorted.
+fn files(dir: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for class in std::fs::read_dir(dir).expect("capture dir").flatten() {
+        for f in std::fs::read_dir(class.path())
+            .expect("class dir")
+            .flatten()
+        {
+            found.push((
+                class.file_name().to_string_lossy().into_owned(),
+                f.file_name().to_string_lossy().into_owned(),
+            ));
+        }
+    }
+    found.sort();
+    found
+}
+
+fn sidecar(dir: &Path, class: &str, png: &str) -> serde_json::Value {
+    let path = dir.join(class).join(png).with_extension("json");
+    serde_json::from_slice(&std::fs::read(&path).expect("sidecar")).expect("json")
+}
+
+/// Pushes `colours` as 64x48 frames, pulls them all, stops the element (which writes what is
+/// queued) and returns the stats read before stopping.
+fn capture_run(dir: &Path, props: &[(&str, &str)], colours: &[[u8; 3]]) -> gst::Structure {
+    let dir_prop = [("capture-dir", dir.to_str().expect("utf-8"))];
+    let all: Vec<(&str, &str)> = dir_prop.iter().chain(props).copied().collect();
+    let (mut h, _bus) = harness_with_caps("cam1", &data("color3.onnx"), &all, RGB_64X48);
+    for (i, c) in colours.iter().enumerate() {
+        h.push(sized_frame(64, 48, *c, i as u64)).expect("push");
+    }
+    for _ in colours {
+        h.pull().expect("every frame comes out");
+    }
+    let s = stats(&h);
+    h.element()
+        .expect("element")
+        .set_state(gst::State::Null)
+        .expect("stops");
+    s
+}
+
+#[test]
+fn doubtful_frames_are_captured_into_their_label_folders_with_sidecars() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = capture_run(
+        dir.path(),
+        &[
+            ("capture-below", "0.9"),
+            ("capture-max-side", "32"),
+            ("capture-max-rate", "0"),
+        ],
+        &[RED, GREY, RED, GREENISH, RED, REDDISH],
+    );
+    assert_eq!(s.get::<u64>("capture-dropped"), Ok(0));
+    assert_eq!(s.get::<u64>("capture-rate-limited"), Ok(0));
+    let stem = |i: u64| format!("cam1-{:020}", i * 33_000_000);
+    assert_eq!(
+        files(dir.path()),
+        vec![
+            ("green".into(), format!("{}.json", stem(3))),
+            ("green".into(), format!("{}.png", stem(3))),
+            ("red".into(), format!("{}.json", stem(1))),
+            ("red".into(), format!("{}.png", stem(1))),
+            ("red".into(), format!("{}.json", stem(5))),
+            ("red".into(), format!("{}.png", stem(5))),
+        ]
+    );
+    let side = sidecar(dir.path(), "red", &format!("{}.png", stem(1)));
+    assert_eq!(side["label"], "red");
+    assert_eq!(side["reason"], "below");
+    assert_eq!(side["model"], "color3");
+    assert_eq!(side["model_version"], "1.0.0");
+    assert_eq!(side["frame"], 1);
+    assert_eq!(side["pts_ns"], 33_000_000);
+    assert_eq!(side["source_size"], serde_json::json!([64, 48]));
+    assert_eq!(side["size"], serde_json::json!([32, 24]));
+    let confidence = side["confidence"].as_f64().expect("confidence");
+    assert!((confidence - 1.0 / 3.0).abs() < 0.01, "{confidence}");
+    assert_eq!(side["top_k"][0]["label"], "red");
+    // The image: 32x24 RGB of the frame's colour.
+    let png = dir.path().join("red").join(format!("{}.png", stem(1)));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png).expect("png"),
+    ))
+    .read_info()
+    .expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut pixels).expect("pixels");
+    assert_eq!((info.width, info.height), (32, 24));
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    assert!(pixels[..info.buffer_size()].iter().all(|&v| v == 128));
+}
+
+#[test]
+fn a_reference_sample_within_a_disk_budget_keeps_the_newest_captures() {
+    // One capture's size, measured.
+    let probe = tempfile::tempdir().expect("tempdir");
+    capture_run(probe.path(), &[("capture-every", "1")], &[RED]);
+    let one: u64 = files(probe.path())
+        .iter()
+        .map(|(c, f)| {
+            std::fs::metadata(probe.path().join(c).join(f))
+                .expect("file")
+                .len()
+        })
+        .sum();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let budget = (one * 5 / 2).to_string();
+    capture_run(
+        dir.path(),
+        &[("capture-every", "2"), ("capture-max-bytes", &budget)],
+        &[RED; 10],
+    );
+    // Frames 0, 2, 4, 6 and 8 were captured ("every"), the newest two are left.
+    let left = files(dir.path());
+    let pngs: Vec<&str> = left
+        .iter()
+        .filter(|(_, f)| f.ends_with(".png"))
+        .map(|(_, f)| f.as_str())
+        .collect();
+    assert_eq!(
+        pngs,
+        vec![
+            format!("cam1-{:020}.png", 6 * 33_000_000),
+            format!("cam1-{:020}.png", 8 * 33_000_000)
+        ]
+    );
+    assert_eq!(left.len(), 4, "each with its sidecar: {left:?}");
+    assert_eq!(
+        sidecar(dir.path(), "red", pngs[0])["reason"],
+        serde_json::json!("every")
+    );
+    // A new start counts what is there against the budget.
+    let s = capture_run(
+        dir.path(),
+        &[("capture-every", "1"), ("capture-max-bytes", &budget)],
+        &[RED],
+    );
+    assert_eq!(s.get::<u64>("capture-bytes").map(|b| b > 0), Ok(true));
+    let pngs = files(dir.path())
+        .iter()
+        .filter(|(_, f)| f.ends_with(".png"))
+        .count();
+    assert_eq!(pngs, 2, "still within the budget");
 }
