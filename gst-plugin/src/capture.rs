@@ -102,7 +102,7 @@ impl Policy {
     pub fn decide(&mut self, confidence: f32, now: Instant) -> Decision {
         let n = self.classified;
         self.classified += 1;
-        let reason = if self.every > 0 && n % self.every == 0 {
+        let reason = if self.every > 0 && n.is_multiple_of(self.every) {
             Reason::Every
         } else if confidence < self.below {
             Reason::Below

@@ -65,7 +65,7 @@ impl VisionClassify {
             // The first failure, then every hundredth: a full disk must not flood the bus.
             let n = failures.fetch_add(1, Ordering::Relaxed);
             if let Some(this) = this.upgrade()
-                && n % 100 == 0
+                && n.is_multiple_of(100)
             {
                 gst::element_imp_warning!(
                     this,
