@@ -35,6 +35,14 @@ Environment (defaults in brackets):
   TEST_FRAMERATE      videotestsrc frames per second [10]
   MODEL               ONNX classifier [/opt/vision/models/efficientnet-lite0.onnx]
   LABELS              label file, one per line (overrides the model's labels)
+  WATCH_MODEL         1: reload MODEL when its file is replaced (mount the model's folder and
+                      rename a new model over it; a model that fails the checks is refused
+                      with a warning and the running one stays) [0]
+  CAPTURE_DIR         keep doubtful frames here for retraining (mount a volume):
+                      CAPTURE_DIR/<label>/<camera>-<pts>.png + .json sidecar
+  CAPTURE_BELOW, CAPTURE_EVERY, CAPTURE_MAX_BYTES, CAPTURE_MAX_RATE
+                      visionclassify capture-below (confidence), capture-every (1 in N),
+                      capture-max-bytes (disk budget), capture-max-rate (per second)
   BATCH_SIZE, BATCH_TIMEOUT, INFERENCE_INTERVAL, TOP_K, THRESHOLD, THREADS
                       visionclassify batch-size, batch-timeout (ms), inference-interval, top-k,
                       threshold, threads
@@ -166,6 +174,21 @@ def classify_fragment(name="classify", instance_id=None):
         props.append(f"trt-cache-dir={q(env('TRT_CACHE_DIR'))}")
     if instance_id:
         props.append(f"model-instance-id={q(instance_id)}")
+    if env_bool("WATCH_MODEL", False):
+        props.append("watch-model=true")
+    capture = env("CAPTURE_DIR")
+    if capture:
+        # One folder per camera, so that their files never collide.
+        props.append(f"capture-dir={q(os.path.join(capture, name) if instance_id else capture)}")
+        for var, prop, kind in (("CAPTURE_BELOW", "capture-below", float),
+                                ("CAPTURE_EVERY", "capture-every", int),
+                                ("CAPTURE_MAX_BYTES", "capture-max-bytes", int),
+                                ("CAPTURE_MAX_RATE", "capture-max-rate", float)):
+            value = env_number(var, kind)
+            if value is not None:
+                props.append(f"{prop}={value}")
+        if env_number("CAPTURE_BELOW", float) is None and env_number("CAPTURE_EVERY", int) is None:
+            raise SettingError("CAPTURE_DIR needs CAPTURE_BELOW and/or CAPTURE_EVERY")
     props += shlex.split(env("CLASSIFY_PROPERTIES", ""))
     return f"visionclassify name={name} " + " ".join(props)
 
@@ -342,6 +365,12 @@ class Gateway:
             print(f"[gateway] error from {msg.src.get_name()}: {err.message}\n  {debug}", file=sys.stderr, flush=True)
             self.status = 1
             self.main.quit()
+        elif t == Gst.MessageType.ELEMENT and msg.get_structure() is not None \
+                and msg.get_structure().get_name() == "visionclassify-model":
+            s = msg.get_structure()
+            print(f"[gateway] {msg.src.get_name()}: model {s.get_value('state')}: {s.get_value('model')} "
+                  f"(version {s.get_value('version') or '-'}, generation {s.get_value('generation')})",
+                  flush=True)
         elif t == Gst.MessageType.WARNING:
             warn, _debug = msg.parse_warning()
             print(f"[gateway] warning from {msg.src.get_name()}: {warn.message}", file=sys.stderr, flush=True)

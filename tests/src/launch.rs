@@ -3,8 +3,10 @@
 
 use std::ffi::OsString;
 use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -188,6 +190,122 @@ impl Tool {
                 launch.command,
                 tail(&launch.stdout, 40),
                 launch.stderr
+            );
+        }
+        Ok(launch)
+    }
+}
+
+impl Tool {
+    /// Starts the tool without waiting for it: its stdout lines can be read as they are
+    /// printed ([`Running::wait_for`]), e.g. to change a file under a running pipeline.
+    pub fn spawn(&self) -> Result<Running> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.program.to_string_lossy()))?;
+        let (tx, lines) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stderr = reader(child.stderr.take());
+        Ok(Running {
+            command: self.command_line(),
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+            started: Instant::now(),
+        })
+    }
+}
+
+/// A tool started by [`Tool::spawn`].
+pub struct Running {
+    command: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stderr: thread::JoinHandle<String>,
+    started: Instant,
+}
+
+impl Running {
+    /// Reads printed lines until one satisfies `done`. `within` only turns a hang into an
+    /// error; nothing is assumed about how fast the tool is.
+    pub fn wait_for(&mut self, within: Duration, mut done: impl FnMut(&str) -> bool) -> Result<()> {
+        let until = Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = done(&line);
+                    self.seen.push(line);
+                    if hit {
+                        return Ok(());
+                    }
+                }
+                Err(_) => bail!(
+                    "{}: the awaited line did not come within {within:?}; stdout (tail):\n{}",
+                    self.command,
+                    tail(&self.seen.join("\n"), 40)
+                ),
+            }
+        }
+    }
+
+    /// Interrupts the tool (`gst-launch-1.0 -e` turns SIGINT into EOS, so the pipeline drains)
+    /// and waits for it to end, killing it after `within`.
+    pub fn interrupt(mut self, within: Duration) -> Result<Launch> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .context("kill -INT")?;
+        let until = Instant::now() + within;
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > until {
+                timed_out = true;
+                let _ = self.child.kill();
+                break self.child.wait()?;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        // The reader ends with the pipe.
+        self.seen.extend(self.lines.iter());
+        let launch = Launch {
+            command: self.command,
+            stdout: self.seen.join("\n"),
+            stderr: self.stderr.join().unwrap_or_default(),
+            code: status.code(),
+            timed_out,
+            elapsed: self.started.elapsed(),
+        };
+        if timed_out {
+            bail!(
+                "did not end within {within:?} after SIGINT: {}\nstdout (tail):\n{}",
+                launch.command,
+                tail(&launch.stdout, 40)
             );
         }
         Ok(launch)

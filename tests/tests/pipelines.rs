@@ -567,3 +567,80 @@ fn the_classify_file_pipeline_prints_one_message_per_frame() -> Result<()> {
     ensure!(run.stdout.contains("VIDEO [MODEL]"), "{}", run.stdout);
     Ok(())
 }
+
+/// Hot reload in a running `gst-launch-1.0` pipeline (issue 13): a live source, a synced
+/// sink, `watch-model=true`, and a model renamed over the watched file mid-stream, as a
+/// deployment tool does. `color3_inverse.onnx` disagrees with `color3.onnx` by design, and
+/// each frame's message names the model that classified it: frames before the swap get the
+/// old one, frames after it the new one, and none is lost, repeated or reordered. The test
+/// waits on what the pipeline prints, never on the clock (the bounds only catch a hang).
+#[test]
+fn a_running_pipeline_takes_a_model_renamed_over_its_file() -> Result<()> {
+    let dir = Scratch::new("hot-reload")?;
+    let deployed = dir.join("deployed.onnx");
+    std::fs::copy(model("color3.onnx"), &deployed)?;
+    let mut args = vec!["-e".to_string()];
+    args.extend(pipeline(
+        "videotestsrc is-live=true pattern=red ! video/x-raw,format=RGB,width=64,height=48,framerate=30/1 \
+         ! visionclassify model={} watch-model=true post-messages=true batch-size=2 batch-timeout=100 \
+         ! fakesink sync=true",
+        &[&deployed],
+    ));
+    let mut running = gst_launch(args)?.spawn()?;
+    let guard = Duration::from_secs(120);
+    let mut frames = 0;
+    running.wait_for(guard, |l| {
+        frames += usize::from(l.contains("(element): visionclassify,"));
+        frames >= 10
+    })?;
+    let next = dir.join(".deployed.onnx.tmp");
+    std::fs::copy(model("color3_inverse.onnx"), &next)?;
+    std::fs::rename(&next, &deployed)?;
+    running.wait_for(guard, |l| {
+        l.contains("visionclassify-model") && l.contains("state=(string)loaded")
+    })?;
+    let mut after = 0;
+    running.wait_for(guard, |l| {
+        after +=
+            usize::from(l.contains("(element): visionclassify,") && l.contains("color3_inverse"));
+        after >= 10
+    })?;
+    let run = running.interrupt(guard)?;
+    let msgs = parse_messages(&run.stdout)?;
+    ensure!(msgs.len() >= 20, "{} messages", msgs.len());
+    let numbers: Vec<u64> = msgs.iter().map(|m| m.frame).collect();
+    ensure!(
+        numbers == (0..msgs.len() as u64).collect::<Vec<_>>(),
+        "frame numbers not contiguous: {numbers:?}"
+    );
+    // A live videotestsrc stamps frame n at its start time + n/30 s: none missing.
+    let first = msgs[0].timestamp.context("no timestamp")?;
+    for (n, m) in msgs.iter().enumerate() {
+        let offset = m.timestamp.context("no timestamp")?.checked_sub(first);
+        let want = n as u64 * 1_000_000_000 / 30;
+        ensure!(
+            offset.is_some_and(|o| o.abs_diff(want) <= 1),
+            "frame {n}: {offset:?} ns after the first, want {want}"
+        );
+    }
+    let switch = msgs
+        .iter()
+        .position(|m| m.model == "color3_inverse")
+        .context("no frame from the new model")?;
+    ensure!(switch >= 10, "switched at frame {switch}");
+    ensure!(
+        msgs[..switch]
+            .iter()
+            .all(|m| m.model == "color3" && m.best_label == "red"),
+        "before the swap: {:?}",
+        &msgs[..switch]
+    );
+    ensure!(
+        msgs[switch..]
+            .iter()
+            .all(|m| m.model == "color3_inverse" && m.best_label != "red"),
+        "after the swap: {:?}",
+        &msgs[switch..]
+    );
+    Ok(())
+}
