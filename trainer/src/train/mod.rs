@@ -92,6 +92,9 @@ pub enum TrainError {
         path: PathBuf,
         source: crate::model::efficientnet::EffnetError,
     },
+    /// `--from RUN_DIR` cannot be continued.
+    #[error("--from {}: {message}", .path.display())]
+    FromRun { path: PathBuf, message: String },
     #[error("no trials")]
     NoTrials,
 }
