@@ -142,7 +142,7 @@ mod tests {
                 width: 3,
                 height: 2,
                 channels: 3,
-                pixels: vec![200, 100, 50].repeat(6),
+                pixels: [200, 100, 50].repeat(6),
             };
             super::super::decode::write_png(&img, &dir.path().join(format!("b/cam-{i}.png")))?;
             std::fs::write(dir.path().join(format!("b/cam-{i}.json")), "{}")?;

@@ -270,11 +270,11 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
                     None,
                 ),
             };
+            let model = effnet_start(options, &effnet, start_weights, &device)?;
             let (best, history, stopped_early, best_epoch, ips) = transfer(
                 config,
                 options,
-                &effnet,
-                start_weights,
+                model,
                 &train,
                 val_ref,
                 &checkpoints,
@@ -359,42 +359,49 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
 
 type TransferOutcome = (EffnetClassifier, History, bool, usize, f64);
 
-/// Transfer learning (from `start` weights, a run's `model.bpk`, when given, else
-/// ImageNet's): the backbone frozen and a new head trained for
-/// `config.epochs`, then (if `config.finetune.blocks` and `.epochs` are > 0) the last blocks
-/// unfrozen and everything trainable trained for `finetune.epochs` at `lr × lr_factor`.
-fn transfer(
-    config: &TrainConfig,
+/// The EfficientNet a transfer run starts from: `start` (a run's `model.bpk`) when given,
+/// else the ImageNet weights (`options.weights` or the project's `.deps/`).
+fn effnet_start(
     options: &RunOptions,
     effnet: &EffnetConfig,
     start: Option<&Path>,
+    device: &Device,
+) -> Result<EffnetClassifier, TrainError> {
+    if let Some(bpk) = start {
+        return checkpoint::load_model(bpk, effnet.init(device)?);
+    }
+    let weights = match &options.weights {
+        Some(w) => w.clone(),
+        None => {
+            crate::import::ImportOptions::project_defaults(
+                &crate::project::project_root(),
+                PathBuf::new(),
+            )
+            .weights
+        }
+    };
+    effnet
+        .pretrained(&weights, device)
+        .map_err(|source| TrainError::Weights {
+            path: weights.clone(),
+            source,
+        })
+}
+
+/// Transfer learning from `model` (see [`effnet_start`]): the backbone frozen and a new head
+/// trained for `config.epochs`, then (if `config.finetune.blocks` and `.epochs` are > 0) the
+/// last blocks unfrozen and everything trainable trained for `finetune.epochs` at
+/// `lr × lr_factor`.
+fn transfer(
+    config: &TrainConfig,
+    options: &RunOptions,
+    model: EffnetClassifier,
     train: &SplitSource,
     val: Option<&dyn BatchSource>,
     checkpoints: &Path,
     device: &Device,
 ) -> Result<TransferOutcome, TrainError> {
-    let model = match start {
-        Some(bpk) => checkpoint::load_model(bpk, effnet.init(device)?)?,
-        None => {
-            let weights = match &options.weights {
-                Some(w) => w.clone(),
-                None => {
-                    crate::import::ImportOptions::project_defaults(
-                        &crate::project::project_root(),
-                        PathBuf::new(),
-                    )
-                    .weights
-                }
-            };
-            effnet
-                .pretrained(&weights, device)
-                .map_err(|source| TrainError::Weights {
-                    path: weights.clone(),
-                    source,
-                })?
-        }
-    }
-    .freeze_backbone();
+    let model = model.freeze_backbone();
     let head_dir = checkpoints.join("head");
     let mut obs = observer(options, config.epochs, train.batch_count());
     let head = fit::fit(
