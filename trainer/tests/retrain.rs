@@ -251,3 +251,42 @@ fn an_extra_folder_with_an_unknown_class_is_refused() -> Result<()> {
     assert!(stderr.contains("known: T-shirt_top, Trouser"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn from_a_run_with_other_classes_is_refused() -> Result<()> {
+    let f = fixture()?;
+    let dir = tempfile::tempdir()?;
+    let ds = data::load(&DataSpec::from_str("fashion-mnist")?)
+        .context("Fashion-MNIST is missing: run scripts/setup.sh")?;
+    let base = dir.path().join("base");
+    data::write_image_folder(&ds, &pick(&ds, &[1, 8], 0, 10), &base)?;
+    let data = format!("folder:{}", base.display());
+    let from = f.run.display().to_string();
+    let out = dir.path().join("run").display().to_string();
+    let output = trainer(&[
+        "train", "--quiet", "--data", &data, "--from", &from, "--out", &out,
+    ])?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr
+            .contains("knows the classes [Bag, Sneaker, Trouser] but the data has [Bag, Trouser]"),
+        "{stderr}"
+    );
+    // Retraining into the run it starts from would overwrite the old model.
+    let output = trainer(&[
+        "train",
+        "--quiet",
+        "--data",
+        &format!("folder:{}", f.base.display()),
+        "--from",
+        &from,
+        "--out",
+        &from,
+    ])?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("is the --from run folder"), "{stderr}");
+    assert!(f.run.join("model.onnx").is_file());
+    Ok(())
+}

@@ -1,5 +1,7 @@
-//! A whole run from a [`TrainConfig`]: data, splits, model, training (and for transfer the
-//! fine-tuning phase), test metrics and the report folder.
+//! A whole run from a [`TrainConfig`]: data (with `extra_data` merged in), splits, model
+//! (fresh, ImageNet, or a run's weights with [`RunOptions::from`]), training (and for transfer
+//! the fine-tuning phase), test metrics and the report folder. The retrain gate that decides
+//! whether such a run's model replaces the old one is the `retrain` module, a layer above.
 //!
 //! ```text
 //! OUT/config.toml metrics.json history.json curves.png confusion.png balance.txt summary.md
