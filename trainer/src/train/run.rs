@@ -109,7 +109,7 @@ fn start_from(dir: &Path, arch: Arch, classes: &[String]) -> Result<StartFrom, T
     };
     if held != arch {
         return Err(fail(format!(
-            "the run holds a {} model, this run trains {}: use `vision-trainer {}`",
+            "the run's model is a {}, this run trains a {}: use `vision-trainer {}`",
             held.name(),
             arch.name(),
             if held == Arch::Cnn {
