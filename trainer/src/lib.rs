@@ -11,6 +11,7 @@ pub mod optimize;
 pub mod project;
 pub mod quantize;
 pub mod report;
+pub mod retrain;
 pub mod train;
 
 /// Real data for unit tests, fetched into `.deps/` by scripts/setup.sh (the README's test

@@ -11,6 +11,7 @@ use vision_trainer::onnx::metadata::Resize;
 use vision_trainer::optimize::cli::{DistillArgs, PruneArgs};
 use vision_trainer::project::project_root;
 use vision_trainer::quantize::cli::QuantizeArgs;
+use vision_trainer::retrain;
 use vision_trainer::train::evaluate::{self as evaluation, EvaluateRequest};
 use vision_trainer::train::overrides::ConfigArgs;
 use vision_trainer::train::run::{self as training, RunOptions, RunSummary};
@@ -113,6 +114,24 @@ struct TrainArgs {
     /// ONNX Runtime library for the export check.
     #[arg(long, value_name = "PATH", env = "ORT_DYLIB_PATH")]
     ort_library: Option<PathBuf>,
+    /// Retrain: start from this run folder's weights (model.json + model.bpk) instead of
+    /// fresh or ImageNet ones; the data must have the run's classes. After training, the old
+    /// model (RUN_DIR/model.onnx) and the new one are scored on the same test split and the
+    /// new one becomes OUT/model.onnx only if it is better (see --min-gain); OUT/retrain.json
+    /// says which.
+    #[arg(long, value_name = "RUN_DIR", help_heading = "Retrain")]
+    from: Option<PathBuf>,
+    /// Retrain: the new model replaces the old one only if its top-1 on the whole test split
+    /// (base + captured) is at least the old one's plus this (a fraction: 0.01 = 1 point).
+    #[arg(
+        long,
+        value_name = "TOP1",
+        default_value_t = 0.0,
+        requires = "from",
+        allow_negative_numbers = true,
+        help_heading = "Retrain"
+    )]
+    min_gain: f64,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -269,7 +288,27 @@ fn train(args: TrainArgs, arch: Arch) -> anyhow::Result<()> {
         weights: args.weights,
         export: !args.no_export,
         ort_library: args.ort_library,
+        from: args.from,
     };
+    if options.from.is_some() {
+        let (summary, report) =
+            retrain::retrain(&config, &options, args.min_gain).context("retraining failed")?;
+        print_summary(&summary);
+        print!("{}", report.text());
+        if !report.accepted {
+            eprintln!(
+                "kept the old model: the new one scores {:.4} top-1 on the test split, the old \
+                 one {:.4}, and it must gain at least {:.4}; no {} was written (the new model \
+                 is {})",
+                report.new.all,
+                report.old.all,
+                report.min_gain,
+                options.out.join("model.onnx").display(),
+                report.new_model.display()
+            );
+        }
+        return Ok(());
+    }
     let summary = training::run(&config, &options).context("training failed")?;
     print_summary(&summary);
     if let Some(export) = &summary.export {

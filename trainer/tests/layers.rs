@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["model"],
     &["train"],
     &["optimize", "quantize"],
+    &["retrain"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -103,6 +103,22 @@ pub enum DataError {
     DirNotEmpty { path: PathBuf },
     #[error("cannot write {}: {reason}", path.display())]
     Write { path: PathBuf, reason: String },
+    #[error(
+        "extra data {}: class folder `{class}` is not a class of the base data set (known: {})",
+        folder.display(),
+        known.join(", ")
+    )]
+    UnknownExtraClass {
+        folder: PathBuf,
+        class: String,
+        known: Vec<String>,
+    },
+    #[error(
+        "extra data {}: no PNG or JPEG images in its class folders (expected \
+         <class>/<image>.png, as visionclassify captures them)",
+        path.display()
+    )]
+    NoExtraImages { path: PathBuf },
     #[error("OpenCV failed while {context}: {source}")]
     OpenCv {
         context: &'static str,

@@ -59,6 +59,56 @@ pub(crate) fn load(dir: &Path) -> Result<Dataset, DataError> {
     dataset_from_files("image folder", dir, classes, labels, &paths)
 }
 
+/// The image files of `dir/<class>/` with the id of their class in `known`, for extra data
+/// (frames `visionclassify` captured into `<predicted-label>/`, relabelled by moving them).
+/// A folder matches a class by its name or its sanitised name ([`sanitise`]); a folder that
+/// names no known class is an error naming it; a class without a folder, an empty folder and
+/// files that are not PNG/JPEG (the captures' `.json` sidecars) are skipped.
+pub(crate) fn labelled_files(
+    dir: &Path,
+    known: &[String],
+) -> Result<(Vec<PathBuf>, Vec<usize>), DataError> {
+    if !dir.is_dir() {
+        return Err(if dir.exists() {
+            DataError::NotADirectory {
+                path: dir.to_path_buf(),
+            }
+        } else {
+            DataError::NotFound {
+                path: dir.to_path_buf(),
+            }
+        });
+    }
+    let (mut paths, mut labels) = (Vec::new(), Vec::new());
+    for class_dir in entries(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let name = class_dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let id = known
+            .iter()
+            .position(|c| *c == name)
+            .or_else(|| known.iter().position(|c| sanitise(c) == name))
+            .ok_or_else(|| DataError::UnknownExtraClass {
+                folder: dir.to_path_buf(),
+                class: name.clone(),
+                known: known.to_vec(),
+            })?;
+        for file in entries(&class_dir)?
+            .into_iter()
+            .filter(|p| p.is_file() && is_image_file(p))
+        {
+            paths.push(file);
+            labels.push(id);
+        }
+    }
+    if paths.is_empty() {
+        return Err(DataError::NoExtraImages {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok((paths, labels))
+}
+
 /// A class name as a folder name: letters, digits, `-`, `_` and `.` are kept, anything else
 /// (`/`, spaces, ...) becomes `_`; a name that would be empty or hidden gets a `class` prefix.
 pub(crate) fn sanitise(name: &str) -> String {
@@ -149,5 +199,38 @@ mod tests {
         assert_eq!(sanitise(""), "class");
         assert_eq!(sanitise(".."), "class..");
         assert_eq!(sanitise("é-ok"), "é-ok");
+    }
+
+    #[test]
+    fn extra_folders_map_to_known_classes_and_skip_sidecars()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let known = vec![
+            "T-shirt/top".to_owned(),
+            "Bag".to_owned(),
+            "Coat".to_owned(),
+        ];
+        std::fs::create_dir_all(dir.path().join("T-shirt_top"))?;
+        std::fs::create_dir_all(dir.path().join("Bag"))?;
+        std::fs::write(dir.path().join("Bag/cam0-100.png"), b"not decoded here")?;
+        std::fs::write(dir.path().join("Bag/cam0-100.json"), b"{}")?;
+        std::fs::write(dir.path().join("T-shirt_top/cam1-7.jpg"), b"x")?;
+        std::fs::write(dir.path().join("T-shirt_top/cam1-7.json"), b"{}")?;
+        let (paths, labels) = labelled_files(dir.path(), &known)?;
+        assert_eq!(labels, [1, 0]);
+        assert!(
+            paths
+                .iter()
+                .all(|p| p.extension().is_some_and(|e| e != "json"))
+        );
+
+        std::fs::create_dir_all(dir.path().join("Sandal"))?;
+        let message = labelled_files(dir.path(), &known)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`Sandal`"), "{message}");
+        assert!(message.contains("T-shirt/top, Bag, Coat"), "{message}");
+        Ok(())
     }
 }

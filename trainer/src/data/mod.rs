@@ -11,7 +11,10 @@
 //!   `decode.rs`); [`write_image_folder`] writes a subset back as PNGs.
 //! - splits: [`SplitFractions`], [`Splits::stratified`], [`Splits::check_disjoint`],
 //!   [`subset_per_class`] (`split.rs`).
-//! - balance: [`balance_report`] (`balance.rs`).
+//! - extra data: [`merge_extra`] appends a second labelled folder (captured frames) to a
+//!   base data set and its splits (`extra.rs`).
+//! - balance: [`balance_report`] (`balance.rs`); [`BalancedSampler`], class-balanced epochs
+//!   drawn with replacement (`sampler.rs`).
 //! - augmentation: [`AugmentConfig`] and the per-image / per-batch operations (`augment.rs`).
 //! - model input: [`InputSpec`], [`tensor_of`]; the same resize as `visionclassify`
 //!   (`input.rs`).
@@ -22,10 +25,12 @@ mod balance;
 mod csv;
 mod decode;
 mod error;
+mod extra;
 mod folder;
 mod idx;
 mod input;
 mod loader;
+mod sampler;
 mod split;
 
 pub use augment::{
@@ -33,11 +38,13 @@ pub use augment::{
 };
 pub use balance::{BalanceReport, ClassBalance, IMBALANCE_WARN_RATIO, balance_report};
 pub use error::DataError;
+pub use extra::{ExtraPart, merge_extra};
 pub use folder::write_image_folder;
 pub use idx::{FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
 pub use input::{InputContractError, InputSpec, tensor_of};
 pub use loader::Loader;
-pub use split::{DuplicateReport, SplitFractions, subset_per_class};
+pub use sampler::BalancedSampler;
+pub use split::{DuplicateReport, SplitFractions, split_per_class, subset_per_class};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

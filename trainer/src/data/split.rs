@@ -229,6 +229,41 @@ impl Splits {
     }
 }
 
+/// Splits `indices` of `ds` per class like [`Splits::stratified`] (`f.test` always applies),
+/// but a class too small for its val/test shares keeps at least one training image instead of
+/// failing: for extra data (captured frames), where a class may have only a few images.
+/// Each split's indices are sorted.
+pub fn split_per_class(ds: &Dataset, indices: &[usize], f: SplitFractions, seed: u64) -> Splits {
+    let mut per: Vec<Vec<usize>> = vec![Vec::new(); ds.num_classes()];
+    for &i in indices {
+        if let Some(list) = ds.labels.get(i).and_then(|&l| per.get_mut(l)) {
+            list.push(i);
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
+    for mut items in per {
+        let n = items.len();
+        let (mut n_val, mut n_test) = (share(n, f.val), share(n, f.test));
+        while n > 0 && n_val + n_test >= n {
+            if n_test >= n_val {
+                n_test -= 1;
+            } else {
+                n_val -= 1;
+            }
+        }
+        items.sort_unstable();
+        items.shuffle(&mut rng);
+        val.extend_from_slice(&items[..n_val]);
+        test.extend_from_slice(&items[n_val..n_val + n_test]);
+        train.extend_from_slice(&items[n_val + n_test..]);
+    }
+    for s in [&mut train, &mut val, &mut test] {
+        s.sort_unstable();
+    }
+    Splits { train, val, test }
+}
+
 /// At most `per_class` images of each class from `indices`, picked at random with `seed`;
 /// the result is sorted. Classes with fewer images keep all of theirs.
 pub fn subset_per_class(
@@ -283,6 +318,23 @@ mod tests {
             }
         }
         ds
+    }
+
+    #[test]
+    fn split_per_class_keeps_a_training_image_of_small_classes() {
+        let ds = toy(&[20, 2, 1, 0]);
+        let f = SplitFractions {
+            train: 0.6,
+            val: 0.2,
+            test: 0.2,
+        };
+        let s = split_per_class(&ds, &ds.all_indices(), f, 7);
+        assert_eq!(ds.class_counts(&s.val), [4, 0, 0, 0]);
+        assert_eq!(ds.class_counts(&s.test), [4, 0, 0, 0]);
+        assert_eq!(ds.class_counts(&s.train), [12, 2, 1, 0]);
+        assert!(s.check_disjoint(&ds).is_ok());
+        assert_eq!(s, split_per_class(&ds, &ds.all_indices(), f, 7));
+        assert_ne!(s.test, split_per_class(&ds, &ds.all_indices(), f, 8).test);
     }
 
     #[test]

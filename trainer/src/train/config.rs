@@ -79,6 +79,12 @@ impl Default for FinetuneConfig {
 pub struct TrainConfig {
     /// Data set: `fashion-mnist`, `fashion-mnist:DIR`, `folder:PATH`, `csv:PATH`.
     pub data: String,
+    /// Extra labelled images merged into `data` (`folder:PATH`, e.g. frames visionclassify
+    /// captured and a person relabelled): split with the run's fractions and seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_data: Option<String>,
+    /// Draw each epoch's training images with replacement, weight 1 / (images of the class).
+    pub balanced_sampler: bool,
     pub arch: Arch,
     /// One seed for everything: weights, dropout, data order, augmentation, splits.
     pub seed: u64,
@@ -111,6 +117,8 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             data: "fashion-mnist".into(),
+            extra_data: None,
+            balanced_sampler: false,
             arch: Arch::Cnn,
             seed: 42,
             epochs: 10,
@@ -197,10 +205,23 @@ impl TrainConfig {
         if let Some(a) = self.effective_augment() {
             a.validate()?;
         }
+        if let Some(extra) = &self.extra_data {
+            self.extra_folder(extra)?;
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
         Ok(())
+    }
+
+    /// The folder of `extra_data` (only `folder:PATH` is accepted).
+    pub fn extra_folder(&self, spec: &str) -> Result<std::path::PathBuf, TrainError> {
+        match spec.strip_prefix("folder:") {
+            Some(path) if !path.is_empty() => Ok(std::path::PathBuf::from(path)),
+            _ => Err(TrainError::Config(format!(
+                "extra-data must be folder:PATH (one sub-folder per class), got `{spec}`"
+            ))),
+        }
     }
 
     /// The training augmentation, `None` when the strength is 0.
@@ -247,8 +268,31 @@ mod tests {
     }
 
     #[test]
+    fn extra_data_must_be_a_folder() {
+        let mut c = TrainConfig {
+            extra_data: Some("csv:frames.csv".into()),
+            ..TrainConfig::default()
+        };
+        let message = c
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("folder:PATH"), "{message}");
+        c.extra_data = Some("folder:captured".into());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
     fn the_written_config_reads_back_equal() -> Result<(), TrainError> {
-        let c = TrainConfig::default();
+        let mut c = TrainConfig::default();
+        assert_eq!(
+            toml::from_str::<TrainConfig>(&c.to_toml()?)
+                .map_err(|e| TrainError::Config(e.to_string()))?,
+            c
+        );
+        c.extra_data = Some("folder:captured".into());
+        c.balanced_sampler = true;
         let back: TrainConfig =
             toml::from_str(&c.to_toml()?).map_err(|e| TrainError::Config(e.to_string()))?;
         assert_eq!(back, c);

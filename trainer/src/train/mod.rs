@@ -6,7 +6,9 @@
 //! - [`fit`]: the loop generic over the model (`Module + Classifier`), validation in
 //!   inference mode, early stopping, best/last checkpoints ([`checkpoint`]), resume.
 //! - [`config`]: [`TrainConfig`], the TOML recipe (every field also a CLI flag).
-//! - [`run`]: a whole run from a config: data, splits, model, fit, test metrics, report folder.
+//! - [`run`]: a whole run from a config: data, splits, model, fit, test metrics, report folder;
+//!   optionally from a run's weights (`RunOptions::from`), with the class-balanced sampler
+//!   ([`source::SplitSource::balanced`]).
 //! - [`search`]: random search + successive halving over LR, batch size, weight decay and
 //!   augmentation strength.
 
@@ -92,6 +94,9 @@ pub enum TrainError {
         path: PathBuf,
         source: crate::model::efficientnet::EffnetError,
     },
+    /// `--from RUN_DIR` cannot be continued.
+    #[error("--from {}: {message}", .path.display())]
+    FromRun { path: PathBuf, message: String },
     #[error("no trials")]
     NoTrials,
 }

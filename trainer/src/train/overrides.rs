@@ -19,6 +19,16 @@ pub struct ConfigArgs {
     /// Data set: fashion-mnist[:DIR], folder:PATH (one sub-folder per class), csv:PATH.
     #[arg(long, help_heading = "Data")]
     pub data: Option<String>,
+    /// Extra labelled images merged into --data: folder:PATH, one sub-folder per class, each
+    /// named after a class of --data (e.g. frames visionclassify captured, relabelled by
+    /// moving files; their .json sidecars are skipped). Split with the run's fractions and
+    /// seed; its test part is held out like the base test set.
+    #[arg(long, value_name = "folder:PATH", help_heading = "Data")]
+    pub extra_data: Option<String>,
+    /// Draw each epoch's training images with replacement, weight 1 / (images of the class
+    /// in the training split): every class is seen about equally often. Same epoch length.
+    #[arg(long, help_heading = "Data")]
+    pub balanced_sampler: bool,
     /// Share of the training images held out for validation.
     #[arg(long, help_heading = "Data")]
     pub val_fraction: Option<f64>,
@@ -146,6 +156,12 @@ impl ConfigArgs {
 
     pub fn apply(&self, c: &mut TrainConfig) {
         set(&mut c.data, &self.data);
+        if self.extra_data.is_some() {
+            c.extra_data.clone_from(&self.extra_data);
+        }
+        if self.balanced_sampler {
+            c.balanced_sampler = true;
+        }
         set(&mut c.val_fraction, &self.val_fraction);
         set(&mut c.test_fraction, &self.test_fraction);
         set(&mut c.train_per_class, &self.train_per_class);

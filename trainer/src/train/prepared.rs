@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::TrainError;
 use super::config::{Arch, TrainConfig};
-use crate::data::{self, DataSpec, Dataset, InputSpec, SplitFractions, Splits};
+use crate::data::{self, DataSpec, Dataset, ExtraPart, InputSpec, SplitFractions, Splits};
 use crate::onnx::metadata::Resize;
 
 /// A loaded dataset with its splits and the model input.
@@ -14,8 +14,10 @@ pub struct Prepared {
     pub dataset: Arc<Dataset>,
     pub splits: Splits,
     pub input: InputSpec,
-    /// `balance_report` of the splits, as text.
+    /// `balance_report` of the splits, as text (with the extra data's share of each split).
     pub balance: String,
+    /// The part of each split that came from `extra_data`, when the config has some.
+    pub extra: Option<ExtraPart>,
 }
 
 /// The model input for `arch` on `ds` with the config's `image_size`.
@@ -77,6 +79,20 @@ pub fn prepare(config: &TrainConfig) -> Result<Prepared, TrainError> {
         splits.train =
             data::subset_per_class(&ds, &splits.train, config.train_per_class, config.seed);
     }
+    let extra = match &config.extra_data {
+        Some(spec) => Some(data::merge_extra(
+            &mut ds,
+            &mut splits,
+            &config.extra_folder(spec)?,
+            SplitFractions {
+                train: (1.0 - config.val_fraction - config.test_fraction) as f32,
+                val: config.val_fraction as f32,
+                test: config.test_fraction as f32,
+            },
+            config.seed,
+        )?),
+        None => None,
+    };
     let input = input_spec(config, &ds);
     // Large pictures are fitted once, not in every epoch.
     let largest = ds
@@ -88,11 +104,15 @@ pub fn prepare(config: &TrainConfig) -> Result<Prepared, TrainError> {
     if largest > 2 * input.size[0].max(input.size[1]) {
         ds = ds.fitted(&input)?;
     }
-    let balance = data::balance_report(&ds, &splits).to_string();
+    let mut balance = data::balance_report(&ds, &splits).to_string();
+    if let Some(part) = &extra {
+        balance = format!("{balance}\n{}\n", part.summary());
+    }
     Ok(Prepared {
         dataset: Arc::new(ds),
         splits,
         input,
         balance,
+        extra,
     })
 }

@@ -1,5 +1,7 @@
-//! A whole run from a [`TrainConfig`]: data, splits, model, training (and for transfer the
-//! fine-tuning phase), test metrics and the report folder.
+//! A whole run from a [`TrainConfig`]: data (with `extra_data` merged in), splits, model
+//! (fresh, ImageNet, or a run's weights with [`RunOptions::from`]), training (and for transfer
+//! the fine-tuning phase), test metrics and the report folder. The retrain gate that decides
+//! whether such a run's model replaces the old one is the `retrain` module, a layer above.
 //!
 //! ```text
 //! OUT/config.toml metrics.json history.json curves.png confusion.png balance.txt summary.md
@@ -67,6 +69,57 @@ pub struct RunOptions {
     pub export: bool,
     /// ONNX Runtime library for the export check; default: the project's `.deps/`.
     pub ort_library: Option<PathBuf>,
+    /// Start from this run folder's weights (`model.json` + `model.bpk`) instead of fresh or
+    /// ImageNet ones: same network and input, and the data must have the same classes.
+    pub from: Option<PathBuf>,
+}
+
+/// The deployed run a retrain starts from.
+struct StartFrom {
+    card: ModelCard,
+    weights: PathBuf,
+}
+
+/// Reads `dir`'s model card and checks that it can be trained further on this data.
+fn start_from(dir: &Path, arch: Arch, classes: &[String]) -> Result<StartFrom, TrainError> {
+    let fail = |message: String| TrainError::FromRun {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let card_path = dir.join(MODEL_CARD);
+    let weights = dir.join(MODEL_WEIGHTS);
+    if !card_path.is_file() || !weights.is_file() {
+        return Err(fail(format!(
+            "not a run folder: it needs {MODEL_CARD} and {MODEL_WEIGHTS} (written by `train` or \
+             `transfer`)"
+        )));
+    }
+    let card = ModelCard::read(&card_path)?;
+    if card.classes != classes {
+        return Err(fail(format!(
+            "the run's model knows the classes [{}] but the data has [{}]; retraining keeps the \
+             class list",
+            card.classes.join(", "),
+            classes.join(", ")
+        )));
+    }
+    let held = match card.network {
+        Network::Cnn(_) => Arch::Cnn,
+        Network::EfficientnetLite0(_) => Arch::EfficientnetLite0,
+    };
+    if held != arch {
+        return Err(fail(format!(
+            "the run's model is a {}, this run trains a {}: use `vision-trainer {}`",
+            held.name(),
+            arch.name(),
+            if held == Arch::Cnn {
+                "train"
+            } else {
+                "transfer"
+            }
+        )));
+    }
+    Ok(StartFrom { card, weights })
 }
 
 /// What a finished run measured.
@@ -105,20 +158,32 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
 
     let ds = &prepared.dataset;
     let classes = ds.classes.clone();
-    let train = SplitSource::training(
+    let start = match &options.from {
+        Some(dir) => Some(start_from(dir, config.arch, &classes)?),
+        None => None,
+    };
+    // A retrain feeds the model as it was fed (its own input size and normalisation).
+    let input = match &start {
+        Some(s) => s.card.input.to_spec()?,
+        None => prepared.input.clone(),
+    };
+    let mut train = SplitSource::training(
         ds.clone(),
         prepared.splits.train.clone(),
         config.batch_size,
-        prepared.input.clone(),
+        input.clone(),
         config.effective_augment(),
         config.seed,
     );
+    if config.balanced_sampler {
+        train = train.balanced();
+    }
     let eval_batch = config.batch_size.max(64);
     let val = SplitSource::evaluation(
         ds.clone(),
         prepared.splits.val.clone(),
         eval_batch,
-        prepared.input.clone(),
+        input.clone(),
     );
     let val_ref: Option<&dyn BatchSource> = if val.indices.is_empty() {
         None
@@ -129,7 +194,7 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
         ds.clone(),
         prepared.splits.test.clone(),
         eval_batch,
-        prepared.input.clone(),
+        input.clone(),
     );
     let checkpoints = options.out.join(CHECKPOINTS);
     let device = Device::flex().autodiff();
@@ -137,15 +202,31 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
 
     let (network, history, best, stopped_early, best_epoch, ips) = match config.arch {
         Arch::Cnn => {
-            let cnn = SmallCnnConfig {
-                in_channels: prepared.input.channels,
-                classes: classes.len(),
-                widths: config.cnn.widths.clone(),
-                blocks_per_stage: config.cnn.blocks_per_stage,
-                dropout: config.dropout,
-                stem_stride: config.cnn.stem_stride,
+            let (cnn, model) = match &start {
+                Some(StartFrom {
+                    card:
+                        ModelCard {
+                            network: Network::Cnn(c),
+                            ..
+                        },
+                    weights,
+                }) => (
+                    c.clone(),
+                    checkpoint::load_model(weights, c.init(&device)?)?,
+                ),
+                _ => {
+                    let cnn = SmallCnnConfig {
+                        in_channels: input.channels,
+                        classes: classes.len(),
+                        widths: config.cnn.widths.clone(),
+                        blocks_per_stage: config.cnn.blocks_per_stage,
+                        dropout: config.dropout,
+                        stem_stride: config.cnn.stem_stride,
+                    };
+                    let model = cnn.init(&device)?;
+                    (cnn, model)
+                }
             };
-            let model = cnn.init(&device)?;
             let mut obs = observer(options, config.epochs, train.batch_count());
             let out = fit::fit(
                 model,
@@ -173,15 +254,29 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
             )
         }
         Arch::EfficientnetLite0 => {
-            let effnet = EffnetConfig {
-                classes: classes.len(),
-                dropout: config.dropout,
-                ..EffnetConfig::default()
+            let (effnet, start_weights) = match &start {
+                Some(StartFrom {
+                    card:
+                        ModelCard {
+                            network: Network::EfficientnetLite0(c),
+                            ..
+                        },
+                    weights,
+                }) => (c.clone(), Some(weights.as_path())),
+                _ => (
+                    EffnetConfig {
+                        classes: classes.len(),
+                        dropout: config.dropout,
+                        ..EffnetConfig::default()
+                    },
+                    None,
+                ),
             };
+            let model = effnet_start(options, &effnet, start_weights, &device)?;
             let (best, history, stopped_early, best_epoch, ips) = transfer(
                 config,
                 options,
-                &effnet,
+                model,
                 &train,
                 val_ref,
                 &checkpoints,
@@ -207,7 +302,7 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
     let card = ModelCard {
         network,
         classes: classes.clone(),
-        input: InputCard::from(&prepared.input),
+        input: InputCard::from(&input),
         training_data: ds.description.clone(),
     };
     let card_path = options.out.join(MODEL_CARD);
@@ -229,6 +324,14 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
         "train_images": prepared.splits.train.len(),
         "val_images": prepared.splits.val.len(),
         "test_images": prepared.splits.test.len(),
+        "extra_images": prepared.extra.as_ref().map(|e| serde_json::json!({
+            "folder": e.folder.display().to_string(),
+            "train": e.splits.train.len(),
+            "val": e.splits.val.len(),
+            "test": e.splits.test.len(),
+        })),
+        "from": options.from.as_ref().map(|p| p.display().to_string()),
+        "balanced_sampler": config.balanced_sampler,
     });
     report.write_metrics(&metrics, &extra)?;
     report.write_summary(&format!("{} on {}", config.arch.name(), ds.description))?;
@@ -258,18 +361,17 @@ pub fn run(config: &TrainConfig, options: &RunOptions) -> Result<RunSummary, Tra
 
 type TransferOutcome = (EffnetClassifier, History, bool, usize, f64);
 
-/// Transfer learning: the ImageNet backbone frozen and a new head trained for
-/// `config.epochs`, then (if `config.finetune.blocks` and `.epochs` are > 0) the last blocks
-/// unfrozen and everything trainable trained for `finetune.epochs` at `lr × lr_factor`.
-fn transfer(
-    config: &TrainConfig,
+/// The EfficientNet a transfer run starts from: `start` (a run's `model.bpk`) when given,
+/// else the ImageNet weights (`options.weights` or the project's `.deps/`).
+fn effnet_start(
     options: &RunOptions,
     effnet: &EffnetConfig,
-    train: &SplitSource,
-    val: Option<&dyn BatchSource>,
-    checkpoints: &Path,
+    start: Option<&Path>,
     device: &Device,
-) -> Result<TransferOutcome, TrainError> {
+) -> Result<EffnetClassifier, TrainError> {
+    if let Some(bpk) = start {
+        return checkpoint::load_model(bpk, effnet.init(device)?);
+    }
     let weights = match &options.weights {
         Some(w) => w.clone(),
         None => {
@@ -280,13 +382,28 @@ fn transfer(
             .weights
         }
     };
-    let model = effnet
+    effnet
         .pretrained(&weights, device)
         .map_err(|source| TrainError::Weights {
             path: weights.clone(),
             source,
-        })?
-        .freeze_backbone();
+        })
+}
+
+/// Transfer learning from `model` (see [`effnet_start`]): the backbone frozen and a new head
+/// trained for `config.epochs`, then (if `config.finetune.blocks` and `.epochs` are > 0) the
+/// last blocks unfrozen and everything trainable trained for `finetune.epochs` at
+/// `lr × lr_factor`.
+fn transfer(
+    config: &TrainConfig,
+    options: &RunOptions,
+    model: EffnetClassifier,
+    train: &SplitSource,
+    val: Option<&dyn BatchSource>,
+    checkpoints: &Path,
+    device: &Device,
+) -> Result<TransferOutcome, TrainError> {
+    let model = model.freeze_backbone();
     let head_dir = checkpoints.join("head");
     let mut obs = observer(options, config.epochs, train.batch_count());
     let head = fit::fit(
@@ -354,7 +471,7 @@ pub fn search(
     let mut trial = |id: usize, c: &TrainConfig| -> Result<super::search::RungResult, TrainError> {
         c.validate()?;
         let started = Instant::now();
-        let train = SplitSource::training(
+        let mut train = SplitSource::training(
             ds.clone(),
             prepared.splits.train.clone(),
             c.batch_size,
@@ -362,6 +479,9 @@ pub fn search(
             c.effective_augment(),
             c.seed,
         );
+        if c.balanced_sampler {
+            train = train.balanced();
+        }
         let val = SplitSource::evaluation(
             ds.clone(),
             prepared.splits.val.clone(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{BatchSource, TrainError};
-use crate::data::{AugmentConfig, Batch, Dataset, InputSpec, Loader};
+use crate::data::{AugmentConfig, BalancedSampler, Batch, Dataset, InputSpec, Loader};
 
 /// One split of a dataset, batched for the model.
 #[derive(Debug, Clone)]
@@ -19,6 +19,8 @@ pub struct SplitSource {
     /// Leave out a last partial batch (training: BatchNorm and tiny batches do not mix).
     pub drop_last: bool,
     pub seed: u64,
+    /// Class-balanced epochs drawn with replacement from `indices` instead of a shuffle.
+    pub sampler: Option<Arc<BalancedSampler>>,
 }
 
 impl SplitSource {
@@ -40,7 +42,15 @@ impl SplitSource {
             shuffle: true,
             drop_last: true,
             seed,
+            sampler: None,
         }
+    }
+
+    /// Each epoch draws `indices.len()` images with replacement, weight 1 / (images of the
+    /// class among `indices`), reproducible per (seed, epoch).
+    pub fn balanced(mut self) -> Self {
+        self.sampler = Some(Arc::new(BalancedSampler::new(&self.dataset, &self.indices)));
+        self
     }
 
     /// An evaluation pass: every image once, in order, unaugmented.
@@ -59,6 +69,7 @@ impl SplitSource {
             shuffle: false,
             drop_last: false,
             seed: 0,
+            sampler: None,
         }
     }
 
@@ -101,9 +112,13 @@ impl BatchSource for SplitSource {
         &self,
         epoch: usize,
     ) -> Result<Box<dyn Iterator<Item = Result<Batch, TrainError>> + '_>, TrainError> {
+        let indices = match &self.sampler {
+            Some(sampler) => sampler.epoch(self.seed, epoch as u64),
+            None => self.indices.clone(),
+        };
         let loader = Loader::new(
             self.dataset.clone(),
-            self.indices.clone(),
+            indices,
             self.batch_size,
             self.input.clone(),
             self.augment,
