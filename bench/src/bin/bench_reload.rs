@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
 
+#[allow(dead_code)]
 #[path = "../cpu.rs"]
 mod cpu;
 #[allow(dead_code)]
@@ -141,9 +142,11 @@ fn live_run(args: &Args, frames: &Frames, copies: &[PathBuf]) -> Result<(Vec<Rel
         .property("batch-size", args.batch)
         .property("batch-timeout", args.timeout_ms)
         .build()?;
-    let sink = gst_app::AppSink::builder().sync(true).build();
-    pipeline.add_many([src.upcast_ref(), &classify, sink.upcast_ref()])?;
-    gst::Element::link_many([src.upcast_ref(), &classify, sink.upcast_ref()])?;
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", true)
+        .build()?;
+    pipeline.add_many([src.upcast_ref(), &classify, &sink])?;
+    gst::Element::link_many([src.upcast_ref(), &classify, &sink])?;
 
     let total = 90 * (args.reloads + 1);
     let passages: Arc<Mutex<Vec<Passage>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
@@ -166,6 +169,21 @@ fn live_run(args: &Args, frames: &Frames, copies: &[PathBuf]) -> Result<(Vec<Rel
         });
     }
     let bus = pipeline.bus().context("bus")?;
+    // The model messages, stamped when they are posted (on the poster's thread).
+    let stamped: Arc<Mutex<Vec<(Instant, gst::Message)>>> = Arc::default();
+    {
+        let stamped = stamped.clone();
+        bus.set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Element(e) = msg.view()
+                && e.structure()
+                    .is_some_and(|s| s.name() == "visionclassify-model")
+                && let Ok(mut m) = stamped.lock()
+            {
+                m.push((Instant::now(), msg.clone()));
+            }
+            gst::BusSyncReply::Pass
+        });
+    }
     pipeline.set_state(gst::State::Playing)?;
     let clock_start = Instant::now();
     let frame = Duration::from_secs(1) / 30;
@@ -192,33 +210,27 @@ fn live_run(args: &Args, frames: &Frames, copies: &[PathBuf]) -> Result<(Vec<Rel
     }
     src.end_of_stream()
         .map_err(|e| anyhow::anyhow!("eos: {e:?}"))?;
-    let mut loaded = Vec::new();
-    // (generation, frame index) of the stream's first frame from each new model.
-    let mut live = Vec::new();
     for msg in bus.iter_timed(gst::ClockTime::from_seconds(300)) {
         match msg.view() {
             gst::MessageView::Eos(_) => break,
             gst::MessageView::Error(e) => bail!("pipeline error: {}", e.error()),
-            gst::MessageView::Element(e) => {
-                if let Some(s) = e.structure()
-                    && s.name() == "visionclassify-model"
-                    && s.get::<&str>("state") == Ok("loaded")
-                {
-                    loaded.push(Instant::now());
-                }
-                if let Some(s) = e.structure()
-                    && s.name() == "visionclassify-model"
-                    && s.get::<&str>("state") == Ok("live")
-                    && let Ok(Some(pts)) = s.get::<Option<gst::ClockTime>>("timestamp")
-                {
+            _ => {}
+        }
+    }
+    let mut loaded = Vec::new();
+    // (generation, frame index) of the stream's first frame from each new model.
+    let mut live = Vec::new();
+    for (at, msg) in stamped.lock().map_err(|_| anyhow::anyhow!("lock"))?.iter() {
+        let Some(s) = msg.structure() else {
+            continue;
+        };
+        match s.get::<&str>("state") {
+            Ok("loaded") => loaded.push(*at),
+            Ok("rejected") => bail!("a reload was refused: {s}"),
+            Ok("live") => {
+                if let Ok(Some(pts)) = s.get::<Option<gst::ClockTime>>("timestamp") {
                     let index = (pts.nseconds() * 30 + 500_000_000) / 1_000_000_000;
                     live.push((s.get::<u64>("generation").unwrap_or(0), index as usize));
-                }
-                if let Some(s) = e.structure()
-                    && s.name() == "visionclassify-model"
-                    && s.get::<&str>("state") == Ok("rejected")
-                {
-                    bail!("a reload was refused: {s}");
                 }
             }
             _ => {}
@@ -272,16 +284,15 @@ fn capture_run(args: &Args, frames: &Frames, capture: Option<&Path>) -> Result<(
         .max_bytes(frames.frame_size() as u64 * 4)
         .block(true)
         .build();
-    let mut classify = gst::ElementFactory::make("visionclassify")
+    let classify = gst::ElementFactory::make("visionclassify")
         .property("model", args.model.to_string_lossy().as_ref())
         .property("ort-library", args.ort_library.to_string_lossy().as_ref())
-        .property("batch-size", args.batch);
+        .property("batch-size", args.batch)
+        .build()?;
     if let Some(dir) = capture {
-        classify = classify
-            .property("capture-dir", dir.to_string_lossy().as_ref())
-            .property("capture-below", 0.0001f64);
+        classify.set_property("capture-dir", dir.to_string_lossy().as_ref());
+        classify.set_property("capture-below", 0.0001f64);
     }
-    let classify = classify.build()?;
     let sink = gst::ElementFactory::make("fakesink")
         .property("sync", false)
         .build()?;
