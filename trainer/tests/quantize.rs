@@ -85,7 +85,10 @@ fn count_ops(m: &ModelProto, op: &str) -> usize {
 
 fn quantize_effnet(method: Method) -> Result<(ModelProto, QuantizeReport)> {
     let (_, model) = effnet()?;
-    let (calib, test) = photo_sets(model, 24, 40)?;
+    // 120 test crops: at 40 one crop is 2.5 points of agreement, and the resampler change of
+    // issue 16 (own area filter, 8-bit rounding) moved the 40-crop figure from >= 90 % to
+    // 87.5 % (5 crops) while the mean logit error stayed 0.16; on 120 crops it is 93.3 %.
+    let (calib, test) = photo_sets(model, 24, 120)?;
     let opts = test_options(method);
     let (candidate, summary) = quantize::quantize(env()?, model, &calib, &opts)?;
     let report = quantize::evaluate(env()?, model, &candidate, summary, &test, &opts)?;
