@@ -11,6 +11,7 @@
 //!
 //! Needs the plugin built (`cargo build -p gst-plugin-vision`) and `scripts/setup.sh`.
 
+#[allow(dead_code)] // each test binary uses part of it
 mod common;
 
 use std::io::{BufRead, BufReader};
