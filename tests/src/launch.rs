@@ -141,8 +141,8 @@ impl Tool {
         s
     }
 
-    /// Runs the tool to its end, or kills it after the timeout.
-    pub fn run(&self) -> Result<Launch> {
+    /// The command with its arguments and environment, stdout and stderr piped.
+    fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .stdin(Stdio::null())
@@ -154,6 +154,12 @@ impl Tool {
                 None => cmd.env_remove(k),
             };
         }
+        cmd
+    }
+
+    /// Runs the tool to its end, or kills it after the timeout.
+    pub fn run(&self) -> Result<Launch> {
+        let mut cmd = self.command();
         let started = Instant::now();
         let mut child = cmd.spawn().with_context(|| {
             format!(
@@ -200,17 +206,7 @@ impl Tool {
     /// Starts the tool without waiting for it: its stdout lines can be read as they are
     /// printed ([`Running::wait_for`]), e.g. to change a file under a running pipeline.
     pub fn spawn(&self) -> Result<Running> {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
+        let mut cmd = self.command();
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot run {}", self.program.to_string_lossy()))?;

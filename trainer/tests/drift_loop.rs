@@ -24,11 +24,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use vision_trainer::data::{self, DataSpec, Dataset};
 use vision_trainer::retrain;
-use vision_trainer::train::config::CnnShape;
 use vision_trainer::train::run::RunOptions;
-use vision_trainer::train::{Arch, TrainConfig};
 
-const CLASSES: [usize; 3] = [1, 7, 8]; // Trouser, Sneaker, Bag
+mod tiny;
+use tiny::{CLASSES, recipe};
+
 const BASE_PER_CLASS: usize = 100;
 /// Shifted frames the camera sees before the retraining, per class.
 const FIELD_PER_CLASS: usize = 60;
@@ -36,29 +36,6 @@ const FIELD_PER_CLASS: usize = 60;
 const HELD_OUT_PER_CLASS: usize = 20;
 /// Only a bound against a hang: the test waits on what the pipeline prints.
 const HANG: Duration = Duration::from_secs(300);
-
-fn recipe(base: &Path) -> TrainConfig {
-    let mut c = TrainConfig {
-        data: format!("folder:{}", base.display()),
-        arch: Arch::Cnn,
-        seed: 3,
-        epochs: 12,
-        batch_size: 32,
-        val_fraction: 0.1,
-        test_fraction: 0.2,
-        dropout: 0.0,
-        cnn: CnnShape {
-            widths: vec![8, 16],
-            blocks_per_stage: 1,
-            stem_stride: 2,
-        },
-        ..TrainConfig::default()
-    };
-    c.optimizer.lr = 0.1;
-    c.schedule.warmup_epochs = 0.2;
-    c.early_stopping.patience = 0;
-    c
-}
 
 /// Images `skip..skip + n` of each class, interleaved class by class (a camera sees them
 /// mixed), with their class names.

@@ -11,9 +11,10 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result, bail};
 use vision_trainer::data::{self, DataSpec, Dataset};
 use vision_trainer::retrain::{self, REJECTED_MODEL, RETRAIN_REPORT};
-use vision_trainer::train::config::CnnShape;
 use vision_trainer::train::run::RunOptions;
-use vision_trainer::train::{Arch, TrainConfig};
+
+mod tiny;
+use tiny::{CLASSES, recipe};
 
 /// Base folder, captured folder and the base run trained on the base folder alone.
 struct Fixture {
@@ -23,33 +24,9 @@ struct Fixture {
     run: PathBuf,
 }
 
-const CLASSES: [usize; 3] = [1, 7, 8]; // Trouser, Sneaker, Bag
 const BASE_PER_CLASS: usize = 100;
 /// Captured (inverted) frames of Sneaker and Bag; none of Trouser (a class without a folder).
 const CAPTURED_PER_CLASS: usize = 80;
-
-fn recipe(base: &Path) -> TrainConfig {
-    let mut c = TrainConfig {
-        data: format!("folder:{}", base.display()),
-        arch: Arch::Cnn,
-        seed: 3,
-        epochs: 12,
-        batch_size: 32,
-        val_fraction: 0.1,
-        test_fraction: 0.2,
-        dropout: 0.0,
-        cnn: CnnShape {
-            widths: vec![8, 16],
-            blocks_per_stage: 1,
-            stem_stride: 2,
-        },
-        ..TrainConfig::default()
-    };
-    c.optimizer.lr = 0.1;
-    c.schedule.warmup_epochs = 0.2;
-    c.early_stopping.patience = 0;
-    c
-}
 
 /// The first `n` images of each of `classes` from `ds`, after `skip` of each.
 fn pick(ds: &Dataset, classes: &[usize], skip: usize, n: usize) -> Vec<usize> {
