@@ -47,6 +47,7 @@ case "$SOURCE" in
   *.png | *.PNG | *.jpg | *.jpeg | *.JPG | *.JPEG)
     SRC=(filesrc location="$SOURCE" ! decodebin ! videoconvert
       ! imagefreeze num-buffers="${FRAMES:-30}" ! video/x-raw,framerate=25/1) ;;
+  rtsp://* | rtsps://*) SRC=(rtspsrc location="$SOURCE" protocols=tcp latency=200 ! decodebin) ;;
   *://*) SRC=(uridecodebin uri="$SOURCE") ;;
   *) SRC=(filesrc location="$SOURCE" ! decodebin) ;;
 esac

@@ -15,6 +15,8 @@
 #                      batch-timeout belong to the shared engine), e.g. batch-size=<cameras>
 #   THREADS=T          environment: ONNX Runtime threads per session (default 1)
 #   FRAMES=N           environment: stop each camera after N frames (default: until it ends)
+#   RTSP_PROTOCOLS=P   environment: rtspsrc transports for rtsp:// sources (default tcp: no
+#                      frame lost to dropped UDP packets)
 #
 # One visionclassify per camera, all with model-instance-id=multi-camera: one shared engine
 # (one session, one inference thread) whose batches take frames of every camera (with
@@ -23,7 +25,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 MODEL="$ROOT/tests/data/color3.onnx"
 BROKER=""
 PRIVATE=0
@@ -49,7 +51,13 @@ ENGINE=(model-instance-id=multi-camera)
 [ "$PRIVATE" = 0 ] || ENGINE=()
 PIPELINE=()
 for i in "${!SOURCES[@]}"; do
-  PIPELINE+=(uridecodebin uri="${SOURCES[$i]}" !)
+  case "${SOURCES[$i]}" in
+    # RTP over the RTSP connection (TCP): a loaded gateway or network drops UDP packets, and
+    # with them whole frames (RTSP_PROTOCOLS=udp+tcp etc. to choose).
+    rtsp://*|rtsps://*)
+      PIPELINE+=(rtspsrc location="${SOURCES[$i]}" protocols="${RTSP_PROTOCOLS:-tcp}" latency=200 ! decodebin !) ;;
+    *) PIPELINE+=(uridecodebin uri="${SOURCES[$i]}" !) ;;
+  esac
   # eos-after=K ends at the K-th buffer: N + 1 lets N frames through.
   [ -z "${FRAMES:-}" ] || PIPELINE+=(identity eos-after="$((FRAMES + 1))" !)
   PIPELINE+=(videoconvert ! visionclassify name="cam$i" model="$MODEL" threads="${THREADS:-1}"
