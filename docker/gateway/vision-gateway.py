@@ -178,8 +178,8 @@ def classify_fragment(name="classify", instance_id=None):
         props.append("watch-model=true")
     capture = env("CAPTURE_DIR")
     if capture:
-        # One folder per camera, so that their files never collide.
-        props.append(f"capture-dir={q(os.path.join(capture, name) if instance_id else capture)}")
+        # One folder for all cameras: file names start with the element's name (classifyN).
+        props.append(f"capture-dir={q(capture)}")
         for var, prop, kind in (("CAPTURE_BELOW", "capture-below", float),
                                 ("CAPTURE_EVERY", "capture-every", int),
                                 ("CAPTURE_MAX_BYTES", "capture-max-bytes", int),
