@@ -536,6 +536,15 @@ fn work(
     }
 }
 
+/// A replacement model that passed the checks, before the workers take it.
+struct Replacement {
+    generation: Arc<Generation>,
+    /// One session per worker, warmed up.
+    runners: Vec<Runner>,
+    warnings: Vec<String>,
+    real_frame: bool,
+}
+
 /// What an accepted reload did.
 #[derive(Debug)]
 pub struct Reloaded {
@@ -600,28 +609,24 @@ impl Engine {
             Err(_) => stats.rejected_reloads += 1,
         }
         drop(stats);
-        let (generation, runners, warnings, real_frame) = result?;
+        let new = result?;
         let mut queue = lock(&self.shared.queue);
-        for (waiting, runner) in queue.incoming.iter_mut().zip(runners) {
+        for (waiting, runner) in queue.incoming.iter_mut().zip(new.runners) {
             // A replacement not yet taken is replaced in turn (dropped after the lock).
-            let _older = waiting.replace((generation.clone(), runner));
+            let _older = waiting.replace((new.generation.clone(), runner));
         }
-        *lock(&self.live) = generation.clone();
+        *lock(&self.live) = new.generation.clone();
         drop(queue);
         self.shared.cond.notify_all();
         Ok(Reloaded {
-            model: generation,
+            model: new.generation,
             took: started.elapsed(),
-            warnings,
-            real_frame,
+            warnings: new.warnings,
+            real_frame: new.real_frame,
         })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn open_replacement(
-        &self,
-        path: &Path,
-    ) -> Result<(Arc<Generation>, Vec<Runner>, Vec<String>, bool), EngineError> {
+    fn open_replacement(&self, path: &Path) -> Result<Replacement, EngineError> {
         let live = self.live();
         let mut config = self.settings.runner.clone();
         config.model = path.to_path_buf();
@@ -697,7 +702,12 @@ impl Engine {
             description,
             name: spec.name.clone(),
         });
-        Ok((generation, runners, warnings, real_frame))
+        Ok(Replacement {
+            generation,
+            runners,
+            warnings,
+            real_frame,
+        })
     }
 
     /// Waits for a place in the engine (first come, first served across streams) and returns
@@ -802,7 +812,8 @@ impl Engine {
 }
 
 /// Whether `new` can take `old`'s place for a stream without changing what the stream
-/// preprocesses into its slots (frames already preprocessed may run on either).
+/// preprocesses into its slots (frames already preprocessed may run on either). Labels that
+/// do not match the classes are refused earlier, by `Description::spec`.
 fn compatible(
     old: &ModelSpec,
     new: &ModelSpec,
@@ -839,13 +850,6 @@ fn compatible(
     {
         return Err(format!(
             "its fixed batch dimension {fixed} differs from the engine's batch tensor of {capacity} images (batch-size {batch_size})"
-        ));
-    }
-    if new.labels.len() != new.num_classes {
-        return Err(format!(
-            "{} labels for {} classes",
-            new.labels.len(),
-            new.num_classes
         ));
     }
     new.check_batch(capacity)
