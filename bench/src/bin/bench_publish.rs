@@ -19,15 +19,16 @@
 //! beside the frame rates, because on a shared machine wall-clock rates swing by more than the
 //! 2 % being measured. `BENCH_PER_THREAD=1` prints each run's CPU time per thread.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+#[path = "../broker.rs"]
+mod broker;
 #[path = "../cpu.rs"]
 mod cpu;
+use broker::Broker;
 use cpu::CpuTimes;
 use gst::prelude::*;
 
@@ -92,52 +93,6 @@ impl Args {
             bail!("--frames, --rounds and --events must be at least 1");
         }
         Ok(a)
-    }
-}
-
-/// A mosquitto on a free loopback port, killed and cleaned up on drop.
-struct Broker {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Broker {
-    fn start() -> Result<Self> {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
-        let dir = std::env::temp_dir().join(format!("bench-publish-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest none\n"),
-        )?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start mosquitto (Debian: apt-get install mosquitto)")?;
-        let broker = Broker { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("mosquitto did not listen on {port} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(broker)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -354,7 +309,7 @@ fn main() -> Result<()> {
     let args = Args::parse()?;
     gst::init()?;
     gstvision::plugin_register_static()?;
-    let broker = Broker::start()?;
+    let broker = Broker::start("bench-publish", false)?;
     let mut id = 0;
     let mut next_id = || {
         id += 1;
@@ -373,7 +328,7 @@ fn main() -> Result<()> {
                 &frames,
                 &args.model,
                 &args.ort_library,
-                publish.then_some(broker.port),
+                publish.then_some(broker.port()),
                 args.frames,
                 next_id(),
             )?;
@@ -410,7 +365,7 @@ fn main() -> Result<()> {
         &small,
         &args.small_model,
         &args.ort_library,
-        Some(broker.port),
+        Some(broker.port()),
         args.events,
         next_id(),
     )?;
