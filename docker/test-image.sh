@@ -2,7 +2,9 @@
 # Tests of the CPU gateway image by itself (about a minute; builds it first if missing):
 #   1. GstAnalytics: test-analytics-meta.py in the image reads every frame's GstAnalyticsClsMtd
 #      through GStreamer 1.26's Python bindings, compares it with VisionClassificationMeta and
-#      checks the labels of the real photos (cat, espresso, rocket, moped).
+#      checks the labels of the real photos (cat, espresso, rocket, moped); then
+#      docker/gateway/test_vision_gateway.py on the image's entrypoint (no credentials printed,
+#      tls-insecure announced).
 #   2. Entrypoint and health check: a gateway whose broker is unreachable still classifies
 #      (events go to the spool) and is healthy; its spool holds the events; stopped with
 #      SIGSTOP, its health check fails once the heartbeat is older than HEALTH_MAX_AGE.
@@ -24,6 +26,11 @@ docker image inspect "$IMAGE" >/dev/null 2>&1 || "$ROOT/docker/build.sh"
 
 log "1. GstAnalytics classification meta read back in Python (GStreamer $(docker run --rm --entrypoint gst-launch-1.0 "$IMAGE" --gst-version | sed -n 's/.*version //p' | head -1))"
 docker run --rm --entrypoint test-analytics-meta.py "$IMAGE"
+
+log "1b. the entrypoint's own tests on the image's copy (credentials redacted, tls-insecure announced)"
+docker run --rm -v "$ROOT/docker/gateway/test_vision_gateway.py:/tmp/test_vision_gateway.py:ro" \
+  -e GATEWAY_SCRIPT=/opt/vision/bin/vision-gateway.py --entrypoint python3 "$IMAGE" \
+  /tmp/test_vision_gateway.py
 
 log "2. gateway with an unreachable broker: classifies, spools, healthy; then stalled: unhealthy"
 docker run -d --name "$NAME" -e BROKER=mqtt://127.0.0.1:9 -e SENSOR_ID=image-test \

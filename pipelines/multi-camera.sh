@@ -68,7 +68,10 @@ done
 
 if [ "$PRIVATE" = 0 ]; then ENGINES="one shared engine"; else ENGINES="one engine per camera"; fi
 echo "multi-camera: ${#SOURCES[@]} cameras, model $MODEL, $ENGINES"
-for i in "${!SOURCES[@]}"; do echo "  cam$i  ${SOURCES[$i]}"; done
+# A camera's password stays out of the output: rtsp://user:pass@cam/... is shown as rtsp://***@cam/...
+for i in "${!SOURCES[@]}"; do
+  echo "  cam$i  $(printf '%s' "${SOURCES[$i]}" | sed -E 's|([A-Za-z][A-Za-z0-9+.-]*://)[^/?#[:space:]]*@|\1***@|g')"
+done
 set +e
 gst-launch-1.0 -m -e "${PIPELINE[@]}" \
   | grep --line-buffered -E '\(element\): visionclassify|^Got EOS|^Execution ended'

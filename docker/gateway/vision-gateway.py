@@ -7,7 +7,10 @@ With SOURCE_URIS, one such branch per camera in one pipeline, every visionclassi
 inference engine (model-instance-id=MODEL_INSTANCE_ID: one ONNX Runtime session, batches that take
 frames of every camera), each branch with its own visionpublish and sensor id.
 
-The pipeline is printed in gst-launch-1.0 syntax at start. File sources loop (LOOP=1), like a
+The pipeline is printed in gst-launch-1.0 syntax at start, with credentials replaced by ***
+(rtsp://***@camera/..., password=***); so is every line the gateway prints. tls-insecure=true
+in PUBLISH_PROPERTIES (the only way to turn off the broker's certificate check) is announced by
+a WARNING line on stderr at start, and visionpublish posts a warning of its own. File sources loop (LOOP=1), like a
 camera that never ends; with SOURCE_URIS each file camera loops on its own (a segment seek into
 its branch when its segment ends), so files of different lengths do not wait for each other. A
 probe on the sink's pad rewrites HEARTBEAT_FILE at most once a second while frames get through
@@ -53,7 +56,8 @@ Environment (defaults in brackets):
   SENSOR_ID           sensorId of the events and {sensor} in topics [the container's host name]
   TOPIC, STATUS_TOPIC, HEALTH_TOPIC, HEALTH_INTERVAL, MQTT_QOS, MODE, MIN_CONFIDENCE,
   SUMMARY_INTERVAL, TAGS (JSON object), CLIENT_ID
-  MQTT_USERNAME, MQTT_PASSWORD_FILE, MQTT_PASSWORD (read through visionpublish password-env),
+  MQTT_USERNAME, MQTT_PASSWORD_FILE, MQTT_PASSWORD (read through visionpublish password-env;
+  prefer MQTT_PASSWORD_FILE on a secret mount: `docker inspect` shows the environment),
   CA_FILE, CLIENT_CERT, CLIENT_KEY
   SPOOL_DIR           visionpublish spool (mount a volume here) [/var/lib/vision/spool]
   CLASSIFY_PROPERTIES, PUBLISH_PROPERTIES
@@ -63,6 +67,7 @@ Environment (defaults in brackets):
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -78,6 +83,33 @@ from gi.repository import GLib, Gst  # noqa: E402
 
 class SettingError(Exception):
     pass
+
+
+# scheme://user:password@host -> scheme://***@host (the authority ends at / ? # space or quote;
+# the user information at its last @), as gstvision::redact::uri_credentials does.
+URI_CREDENTIALS = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s"']*@""")
+# password=... in a gst-launch description (password-file= and password-env= are names, not secrets).
+PASSWORD_PROPERTY = re.compile(r"""(?<![\w-])(password=)("(?:[^"\\]|\\.)*"|'[^']*'|\S+)""")
+# visionpublish's tls-insecure with a value that gst-launch reads as true.
+TLS_INSECURE = re.compile(r"""(?<![\w-])tls-insecure=(["']?)(true|yes|t|1)\1(?![\w-])""", re.IGNORECASE)
+
+
+def redact(text):
+    """`text` without credentials: every line the gateway prints goes through here."""
+    return PASSWORD_PROPERTY.sub(r"\1***", URI_CREDENTIALS.sub(r"\1***@", str(text)))
+
+
+def say(message, err=False):
+    print(f"[gateway] {redact(message)}", file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def insecure_tls_warning(description):
+    """The warning to print at start when the pipeline turns the broker's certificate check off."""
+    if not TLS_INSECURE.search(description):
+        return None
+    return ("WARNING: tls-insecure=true (from PUBLISH_PROPERTIES): the MQTT broker's certificate is NOT "
+            "verified; anyone on the network path can read and change the events and take the "
+            "credentials. Only for tests: use CA_FILE with the broker's CA instead")
 
 
 def env(name, default=None):
@@ -322,13 +354,13 @@ class Gateway:
                 json.dump(beat, f)
             os.replace(partial, self.heartbeat)
         except OSError as e:
-            print(f"[gateway] cannot write the heartbeat {self.heartbeat}: {e}", file=sys.stderr, flush=True)
+            say(f"cannot write the heartbeat {self.heartbeat}: {e}", err=True)
 
     def log_stats(self):
         up = time.monotonic() - self.started
         classify = "; ".join(c.get_property("stats").to_string() for c in self.classifiers)
         publish = "; ".join(p.get_property("stats").to_string() for p in self.publishers)
-        print(f"[gateway] {up:.0f} s, {self.frames} frames, {self.loops} loops; {classify}; {publish}", flush=True)
+        say(f"{up:.0f} s, {self.frames} frames, {self.loops} loops; {classify}; {publish}")
         return True
 
     def on_camera_event(self, _pad, info, camera):
@@ -347,14 +379,14 @@ class Gateway:
                 self.loops += 1
                 self.camera_loops[camera] += 1
         else:
-            print(f"[gateway] camera {camera} cannot seek back to its start; it ends here", file=sys.stderr, flush=True)
+            say(f"camera {camera} cannot seek back to its start; it ends here", err=True)
             self.classifiers[camera].get_static_pad("sink").send_event(Gst.Event.new_eos())
         return False
 
     def seek_start(self, flags):
         ok = self.pipeline.seek(1.0, Gst.Format.TIME, flags, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
         if not ok:
-            print("[gateway] the source cannot seek back to its start; it will not loop", file=sys.stderr, flush=True)
+            say("the source cannot seek back to its start; it will not loop", err=True)
             self.loop_source = False
         return ok
 
@@ -362,18 +394,17 @@ class Gateway:
         t = msg.type
         if t == Gst.MessageType.ERROR:
             err, debug = msg.parse_error()
-            print(f"[gateway] error from {msg.src.get_name()}: {err.message}\n  {debug}", file=sys.stderr, flush=True)
+            say(f"error from {msg.src.get_name()}: {err.message}\n  {debug}", err=True)
             self.status = 1
             self.main.quit()
         elif t == Gst.MessageType.ELEMENT and msg.get_structure() is not None \
                 and msg.get_structure().get_name() == "visionclassify-model":
             s = msg.get_structure()
-            print(f"[gateway] {msg.src.get_name()}: model {s.get_value('state')}: {s.get_value('model')} "
-                  f"(version {s.get_value('version') or '-'}, generation {s.get_value('generation')})",
-                  flush=True)
+            say(f"{msg.src.get_name()}: model {s.get_value('state')}: {s.get_value('model')} "
+                f"(version {s.get_value('version') or '-'}, generation {s.get_value('generation')})")
         elif t == Gst.MessageType.WARNING:
             warn, _debug = msg.parse_warning()
-            print(f"[gateway] warning from {msg.src.get_name()}: {warn.message}", file=sys.stderr, flush=True)
+            say(f"warning from {msg.src.get_name()}: {warn.message}", err=True)
         elif t == Gst.MessageType.SEGMENT_DONE and self.loop_source and not self.stopping and not self.cameras:
             # A segment seek without flushing: the next pass follows on with no gap and no EOS.
             self.loops += 1
@@ -385,14 +416,14 @@ class Gateway:
                 self.loops += 1
                 if self.seek_start(Gst.SeekFlags.FLUSH):
                     return
-            print(f"[gateway] end of stream after {self.frames} frames", flush=True)
+            say(f"end of stream after {self.frames} frames")
             self.main.quit()
 
     def on_signal(self):
         if self.stopping:
             self.main.quit()
             return False
-        print("[gateway] stopping: sending end-of-stream", flush=True)
+        say("stopping: sending end-of-stream")
         self.stopping = True
         # Into visionclassify's sink pad rather than to the source: a demuxer that pulls from
         # a file source (and loops by segment seeks) would never pass an EOS sent upstream of
@@ -428,7 +459,7 @@ class Gateway:
             if msg is None:
                 break
             err, debug = msg.parse_error()
-            print(f"[gateway] error from {msg.src.get_name()}: {err.message}\n  {debug}", file=sys.stderr, flush=True)
+            say(f"error from {msg.src.get_name()}: {err.message}\n  {debug}", err=True)
 
 
 def main():
@@ -453,14 +484,17 @@ def main():
                            f"! fakesink name=sink sync={'true' if sync else 'false'}")
         stats_interval = int(env_number("STATS_INTERVAL") or "30")
     except SettingError as e:
-        print(f"[gateway] bad setting: {e}", file=sys.stderr, flush=True)
+        say(f"bad setting: {e}", err=True)
         return 2
-    print(f"[gateway] gst-launch-1.0 {description}", flush=True)
+    say(f"gst-launch-1.0 {description}")
+    warning = insecure_tls_warning(description)
+    if warning:
+        say(warning, err=True)
     try:
         gateway = Gateway(description, loop_source, env("HEARTBEAT_FILE", "/tmp/vision-heartbeat"), stats_interval,
                           cameras)
     except GLib.Error as e:
-        print(f"[gateway] cannot build the pipeline: {e.message}", file=sys.stderr, flush=True)
+        say(f"cannot build the pipeline: {e.message}", err=True)
         return 2
     return gateway.run()
 

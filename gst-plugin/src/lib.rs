@@ -18,6 +18,7 @@ pub mod meta;
 pub mod model;
 pub mod preprocess;
 pub mod publish;
+pub mod redact;
 mod resample;
 pub mod results;
 pub mod roi;

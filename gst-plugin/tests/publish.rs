@@ -688,6 +688,203 @@ fn source_is_found_upstream() {
     }
 }
 
+/// Every line the GStreamer debug log gets from `visionpublish` (down to LOG) and from the
+/// element messages it posts, while the returned guard lives. One capture at a time: the
+/// thresholds are global.
+struct LogCapture {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    function: Option<gst::log::DebugLogFunction>,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+impl LogCapture {
+    fn start() -> Self {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let one_at_a_time = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        init();
+        gst::log::set_threshold_for_name("visionpublish", gst::DebugLevel::Log);
+        gst::log::set_threshold_for_name("GST_ERROR_SYSTEM", gst::DebugLevel::Warning);
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let function = gst::log::add_log_function(move |cat, level, _, _, _, _, msg| {
+            if let Some(text) = msg.get() {
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{level:?} {}: {text}", cat.name()));
+            }
+        });
+        LogCapture {
+            lines,
+            function: Some(function),
+            _one_at_a_time: one_at_a_time,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        if let Some(f) = self.function.take() {
+            gst::log::remove_log_function(f);
+        }
+        // Back to quiet for the other tests (GST_DEBUG still applies at the next init).
+        gst::log::unset_threshold_for_name("visionpublish");
+        gst::log::unset_threshold_for_name("GST_ERROR_SYSTEM");
+    }
+}
+
+/// Errors, warnings and infos on `p`'s bus (text and debug details) until EOS or an error.
+fn bus_texts(p: &gst::Pipeline, timeout: Duration) -> Vec<String> {
+    let bus = p.bus().expect("bus");
+    let deadline = Instant::now() + timeout;
+    let mut texts = Vec::new();
+    while let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64,
+    )) {
+        let (text, debug) = match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => {
+                texts.push(format!("error: {} {:?}", e.error(), e.debug()));
+                break;
+            }
+            gst::MessageView::Warning(w) => (w.error().to_string(), w.debug()),
+            gst::MessageView::Info(i) => (i.error().to_string(), i.debug()),
+            _ => continue,
+        };
+        texts.push(format!("{text} {debug:?}"));
+    }
+    texts
+}
+
+#[test]
+fn credentials_never_reach_the_log_the_bus_or_the_events() {
+    const PW: &str = "hunter2";
+    let log = LogCapture::start();
+    let broker = Mosquitto::start(MosquittoConfig {
+        users: vec![("cam".into(), PW.into())],
+        ..Default::default()
+    });
+    let sub = Subscriber::start(
+        SubscriberOptions::new(broker.port(), "sub-cred", "vision/#").credentials("cam", PW),
+    );
+    let spool = tempdir();
+    let mut bus = Vec::new();
+
+    // A password in the broker URI: refused, and quoted without it.
+    let p = pipeline(&format!(
+        "fakesrc num-buffers=1 ! visionpublish broker=mqtt://cam:{PW}@127.0.0.1:{} \
+         spool-dir={} ! fakesink",
+        broker.port(),
+        spool.path().display()
+    ));
+    assert!(p.set_state(gst::State::Paused).is_err());
+    bus.extend(bus_texts(&p, Duration::from_secs(2)));
+    stop(&p);
+    assert!(
+        bus.iter().any(|t| t.contains("mqtt://***@127.0.0.1")),
+        "the error names the broker, redacted: {bus:?}"
+    );
+
+    // A source found upstream with credentials in it (as uridecodebin uri=rtsp://user:pass@..
+    // would be): a file whose path holds such a URI. The password goes in as a property.
+    let dir = spool.path().join(format!("rtsp:/cam:{PW}@camera"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let frame: Vec<u8> = RED.iter().copied().cycle().take(64 * 48 * 3 * 3).collect();
+    std::fs::write(dir.join("red.rgb"), frame).expect("raw video file");
+    let location = format!("{}/rtsp://cam:{PW}@camera/red.rgb", spool.path().display());
+    let p = pipeline(&format!(
+        "filesrc location=\"{location}\" ! rawvideoparse width=64 height=48 format=rgb \
+         framerate=30/1 ! {} ! {} ! fakesink",
+        classify(),
+        publish(
+            broker.port(),
+            "cam-cred",
+            spool.path(),
+            &format!("username=cam password={PW}")
+        )
+    ));
+    p.set_state(gst::State::Playing).expect("playing");
+    bus.extend(bus_texts(&p, Duration::from_secs(30)));
+    stop(&p);
+    let topic = "vision/cam-cred/classifications";
+    let got = wait_events(&sub, topic, 3, Duration::from_secs(10));
+    let ev = events(&got, topic);
+    assert_eq!(ev.len(), 3, "{bus:?}");
+    let want = format!("{}/rtsp://***@camera/red.rgb", spool.path().display());
+    for e in &ev {
+        assert_eq!(e["source"].as_str(), Some(want.as_str()));
+    }
+
+    let lines = log.lines();
+    drop(log);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("set broker") && l.contains("***@127.0.0.1")),
+        "the debug log was captured and shows the broker redacted"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("set password (not shown)")),
+        "the password property was set and logged without its value"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("rtsp://***@camera")),
+        "the source is logged redacted"
+    );
+    for text in lines.iter().chain(&bus) {
+        assert!(!text.contains(PW), "the password leaked: {text}");
+    }
+    for m in sub.messages() {
+        assert!(
+            !m.text().contains(PW),
+            "the password was published: {}",
+            m.text()
+        );
+    }
+}
+
+#[test]
+fn tls_insecure_is_a_warning_on_the_bus_and_in_the_log() {
+    let log = LogCapture::start();
+    let spool = tempdir();
+    // Nothing listens on port 1: the warning comes at the start, not from a connection.
+    let p = pipeline(&format!(
+        "fakesrc num-buffers=1 ! visionpublish name=insecure broker=mqtts://127.0.0.1:1 \
+         tls-insecure=true backoff-min=100 spool-dir={} ! fakesink",
+        spool.path().display()
+    ));
+    p.set_state(gst::State::Paused).expect("paused");
+    let bus = p.bus().expect("bus");
+    let warning = bus
+        .iter_timed(gst::ClockTime::from_seconds(5))
+        .find_map(|msg| match msg.view() {
+            gst::MessageView::Warning(w) if w.error().to_string().contains("tls-insecure") => {
+                Some((
+                    msg.src().map(|s| s.name().to_string()),
+                    w.error().to_string(),
+                ))
+            }
+            _ => None,
+        });
+    stop(&p);
+    let lines = log.lines();
+    drop(log);
+    let (src, text) = warning.expect("a warning about tls-insecure on the bus");
+    assert_eq!(src.as_deref(), Some("insecure"));
+    assert!(text.contains("NOT verified"), "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Warning visionpublish") && l.contains("NOT verified")),
+        "a WARN line in the debug log"
+    );
+}
+
 #[test]
 fn an_outage_mid_stream_loses_no_event() {
     // 6 s of live video; the broker is down from 1.5 s to 4.5 s.

@@ -69,9 +69,12 @@ impl std::fmt::Display for BrokerUri {
 impl FromStr for BrokerUri {
     type Err = DeliveryError;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let Some((scheme, rest)) = s.split_once("://") else {
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        // Errors quote the URI: never with a password someone put in it.
+        let shown = crate::redact::uri_credentials(text);
+        let s = shown.as_ref();
+        let Some((scheme, rest)) = text.split_once("://") else {
             return Err(Self::invalid(format!(
                 "'{s}' is not a broker URI: expected mqtt://host[:port] or mqtts://host[:port]"
             )));
@@ -409,6 +412,27 @@ mod tests {
                     assert!(reason.contains(why), "'{s}': '{reason}' lacks '{why}'");
                 }
                 Err(e) => panic!("'{s}': unexpected error {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_broker_uri_is_never_quoted() {
+        for s in [
+            "mqtt://cam:hunter2@h",
+            "mqtts://cam:hunter2@h:8883/",
+            "mqtt://cam:hunter2@h/topic",
+            "mqtt://cam:hunter2@h?x",
+            "http://cam:hunter2@h",
+            "mqtt://cam:hunter2@h:99999",
+        ] {
+            match s.parse::<BrokerUri>() {
+                Ok(u) => panic!("'{s}' parsed as {u:?}"),
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(!text.contains("hunter2"), "'{s}': {text}");
+                    assert!(text.contains("***@h"), "'{s}': {text}");
+                }
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::event::{
     Placeholder, Policy, PublishMode, Resolution, TopicTemplate, TopicValues,
 };
 use crate::meta;
+use crate::redact::uri_credentials;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -298,6 +299,7 @@ impl VisionPublish {
         }
         let config = self.delivery_config(&s)?;
         let broker = config.broker.to_string();
+        self.warn_about_trust(&config);
         let spool = config.spool_path.clone();
         let status = config.status_topic.clone();
         let (delivery, events) = Delivery::start(config).map_err(Self::delivery_error)?;
@@ -305,7 +307,7 @@ impl VisionPublish {
         let now = SystemTime::now();
         let identity = Identity {
             sensor_id: s.sensor_id.clone(),
-            source: s.source.clone(),
+            source: s.source.as_deref().map(|v| uri_credentials(v).into_owned()),
             tags,
             run: event::run_id(now, std::process::id()),
         };
@@ -360,6 +362,41 @@ impl VisionPublish {
             tasks,
         });
         Ok(())
+    }
+
+    /// Says loudly when the broker is not authenticated: `tls-insecure` (a warning on the bus
+    /// and in the log, however it was set: a gateway may set it from an environment variable),
+    /// or system roots that `SSL_CERT_FILE` / `SSL_CERT_DIR` replace (a warning in the log).
+    fn warn_about_trust(&self, config: &DeliveryConfig) {
+        let broker = &config.broker;
+        if config.tls_insecure {
+            let text = if broker.tls {
+                format!(
+                    "tls-insecure is set: the certificate of MQTT broker {broker} is NOT verified; \
+                     anyone on the network path can read and change the events and take the \
+                     credentials. Only for tests"
+                )
+            } else {
+                format!(
+                    "tls-insecure is set, and {broker} is plain TCP without any TLS: anyone on the \
+                     network path can read and change the events and take the credentials"
+                )
+            };
+            gst::warning!(CAT, imp = self, "{text}");
+            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{text}"));
+        } else if broker.tls && config.ca_file.is_none() {
+            for var in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
+                if let Some(v) = std::env::var_os(var) {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "ca-file is not set: the broker's certificate is checked against the CAs \
+                         in ${var}={} instead of the system's root certificates",
+                        v.to_string_lossy()
+                    );
+                }
+            }
+        }
     }
 
     /// Turns the delivery's reports into log lines and bus messages, until it stops.
@@ -528,7 +565,8 @@ impl VisionPublish {
                 if let Ok(Some(v)) = element.property_value(name).get::<Option<String>>()
                     && !v.is_empty()
                 {
-                    return Some(v);
+                    // rtsp://user:password@camera/...: the events go to every subscriber.
+                    return Some(uri_credentials(&v).into_owned());
                 }
             }
             pad = element.sink_pads().into_iter().next()?.peer()?;
@@ -669,7 +707,7 @@ impl ObjectImpl for VisionPublish {
             vec![
                 glib::ParamSpecString::builder("broker")
                     .nick("Broker")
-                    .blurb("MQTT broker: mqtt://host[:port] (TCP, port 1883 by default) or mqtts://host[:port] (TLS, 8883). A TLS URI never falls back to plain TCP")
+                    .blurb("MQTT broker: mqtt://host[:port] (TCP, port 1883 by default) or mqtts://host[:port] (TLS, 8883). A TLS URI never falls back to plain TCP. No user:password@ in it: use username and password-file or password-env")
                     .default_value(Some(DEFAULT_BROKER))
                     .mutable_ready()
                     .build(),
@@ -723,7 +761,7 @@ impl ObjectImpl for VisionPublish {
                     .build(),
                 glib::ParamSpecBoolean::builder("tls-insecure")
                     .nick("TLS insecure")
-                    .blurb("Accept any broker certificate without verifying it. Only for tests: anyone on the path can then read and change the events")
+                    .blurb("Accept any broker certificate without verifying it; posts a warning when the element starts. Only for tests: anyone on the path can then read and change the events")
                     .default_value(false)
                     .mutable_ready()
                     .build(),
@@ -770,7 +808,7 @@ impl ObjectImpl for VisionPublish {
                     .build(),
                 glib::ParamSpecString::builder("source")
                     .nick("Source")
-                    .blurb("The events' source field (unset: the location, uri or device of the first upstream element that has one; none if no element has)")
+                    .blurb("The events' source field (unset: the location, uri or device of the first upstream element that has one; none if no element has). The user and password of a URI (rtsp://user:pass@host) are replaced by ***")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("tags")
@@ -906,7 +944,8 @@ impl ObjectImpl for VisionPublish {
         if name == "password" {
             gst::debug!(CAT, imp = self, "set password (not shown)");
         } else {
-            gst::debug!(CAT, imp = self, "set {name} = {value:?}");
+            let shown = format!("{value:?}");
+            gst::debug!(CAT, imp = self, "set {name} = {}", uri_credentials(&shown));
         }
     }
 
