@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
+use gstvision::redact::uri_credentials;
 use vision_e2e::video::{FRAMES_PER_PHOTO, PHOTOS, encode_photos, quoted};
 use vision_e2e::{Classified, photo, repo_root};
 
@@ -112,7 +113,7 @@ fn run() -> Result<()> {
     }
     let source = match (&args.uri, args.video) {
         (Some(uri), _) => {
-            println!("source: {uri}");
+            println!("source: {}", uri_credentials(uri));
             if uri.starts_with("rtsp://") || uri.starts_with("rtsps://") {
                 // RTP over the RTSP connection (TCP): a loaded gateway or network drops UDP
                 // packets, and with them whole frames; TCP delays them instead.
@@ -146,7 +147,10 @@ fn run() -> Result<()> {
     let (events, publish) = match &args.broker {
         None => (None, String::new()),
         Some(uri) => {
-            println!("broker: {uri} (topic vision/{SENSOR}/classifications)");
+            println!(
+                "broker: {} (topic vision/{SENSOR}/classifications)",
+                uri_credentials(uri)
+            );
             let spool = vision_e2e::paths::target_dir().join("vision-demo/spool");
             (
                 Some(subscribe(uri)?),
