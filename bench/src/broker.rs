@@ -26,6 +26,11 @@ impl Broker {
         std::fs::create_dir_all(&dir)?;
         let conf = dir.join("mosquitto.conf");
         let mut text = format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest none\n");
+        if persistent && is_root() {
+            // Otherwise mosquitto switches to the user `mosquitto`, who cannot write the
+            // database into our folder: the persistence would silently be lost at a restart.
+            text.push_str("user root\n");
+        }
         if persistent {
             text.push_str(&format!(
                 "persistence true\npersistence_location {}/\nautosave_interval 30\n\
@@ -98,4 +103,13 @@ impl Drop for Broker {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next())
+            == Some("0")
+    })
 }

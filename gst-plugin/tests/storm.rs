@@ -377,7 +377,9 @@ fn storms_of_state_changes_flushes_eos_caps_and_relinks_lose_nothing_and_leak_no
     init();
     let broker = Mosquitto::start(MosquittoConfig::anonymous());
     let spool = tempfile::tempdir().expect("spool dir");
-    let replay: Option<u64> = std::env::var("STORM_SEED").ok().and_then(|s| s.parse().ok());
+    let replay: Option<u64> = std::env::var("STORM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
 
     // Warm-up: one start and stop, so that what lives for the whole process (GStreamer's
     // task pool, ONNX Runtime's environment, the plugin's runtime) exists in the baseline.

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 #[path = "../broker.rs"]
+#[allow(dead_code)] // stop and restart: the soak's outages
 mod broker;
 #[path = "../cpu.rs"]
 mod cpu;

@@ -158,7 +158,15 @@ impl Drop for Subscriber {
 fn spawn_sub(port: u16, received: &Arc<Mutex<Received>>) -> Result<Child> {
     let mut child = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", "vision/soak/#", "-q", "1", "-c", "-i", "soak-subscriber"])
+        .args([
+            "-t",
+            "vision/soak/#",
+            "-q",
+            "1",
+            "-c",
+            "-i",
+            "soak-subscriber",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -286,11 +294,10 @@ fn main() -> Result<()> {
     let mut next_restart = Duration::from_secs(args.restart_every);
     let mut down_until: Option<Duration> = None;
     let mut csv = std::fs::File::create(args.out.join("soak.csv"))?;
-    writeln!(
-        csv,
-        "seconds,rss_mb,fds,threads,spool_bytes,spool_depth,events,received,frames,broker_up"
-    )?;
-    println!("soak: {description}");
+    const HEADER: &str =
+        "seconds,rss_mb,fds,threads,spool_bytes,spool_depth,events,received,frames,broker_up";
+    writeln!(csv, "{HEADER}")?;
+    println!("soak: {description}\n{HEADER}");
 
     while start.elapsed() < total {
         let now = start.elapsed();
@@ -332,8 +339,7 @@ fn main() -> Result<()> {
                 frames: field(&c, "frames"),
                 broker_up: down_until.is_none(),
             };
-            writeln!(
-                csv,
+            let line = format!(
                 "{:.1},{:.2},{},{},{},{},{},{},{},{}",
                 s.t,
                 s.rss_mb,
@@ -345,21 +351,11 @@ fn main() -> Result<()> {
                 s.received,
                 s.frames,
                 u8::from(s.broker_up)
-            )?;
+            );
+            writeln!(csv, "{line}")?;
             csv.flush()?;
-            if samples.len() % 30 == 0 {
-                println!(
-                    "{:>6.0} s  rss {:.1} MB  fds {}  threads {}  spool {} B ({} events)  \
-                     events {} received {}",
-                    s.t,
-                    s.rss_mb,
-                    s.fds,
-                    s.threads,
-                    s.spool_bytes,
-                    s.spool_depth,
-                    s.events,
-                    s.received
-                );
+            if samples.len().is_multiple_of(30) {
+                println!("{line}");
             }
             samples.push(s);
         }
@@ -394,7 +390,12 @@ fn main() -> Result<()> {
     let p = publish.property::<gst::Structure>("stats");
     let made = field(&p, "events");
     let last_wait = Instant::now() + Duration::from_secs(60);
-    while (received.lock().unwrap_or_else(|e| e.into_inner()).unique.len() as u64) < made
+    while (received
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unique
+        .len() as u64)
+        < made
         && Instant::now() < last_wait
     {
         std::thread::sleep(Duration::from_millis(200));
@@ -411,9 +412,9 @@ fn main() -> Result<()> {
         .map(|s| (s.t / 3600.0, s.rss_mb))
         .collect();
     let rss_slope = slope(&steady);
-    let (rss_lo, rss_hi) = steady.iter().fold((f64::MAX, 0.0f64), |(lo, hi), p| {
-        (lo.min(p.1), hi.max(p.1))
-    });
+    let (rss_lo, rss_hi) = steady
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     let range = |f: fn(&Sample) -> u64| {
         let v: Vec<u64> = samples.iter().map(f).collect();
         (
