@@ -596,15 +596,10 @@ impl Engine {
     /// Opens `model` with the engine's settings, checks it can take the running model's place
     /// for every attached stream (the same input type, size, layout and preprocessing; each
     /// stream's labels match its classes; batch size fits), runs it on the latest real frame
-    /// and warms up one session per worker; then `accepted` is told (before any worker can
-    /// take it, so that it hears of the model before the first answer from it), and each
-    /// worker takes it before its next batch. No frame is dropped and none waits for the
-    /// loading. On an error the running model stays and nothing changes.
-    pub fn reload(
-        &self,
-        model: &Path,
-        accepted: impl FnOnce(&Reloaded),
-    ) -> Result<Reloaded, EngineError> {
+    /// and warms up one session per worker; then each worker takes it before its next batch.
+    /// No frame is dropped and none waits for the loading. On an error the running model
+    /// stays and nothing changes.
+    pub fn reload(&self, model: &Path) -> Result<Reloaded, EngineError> {
         let _one = lock(&self.reloading);
         let started = Instant::now();
         let result = self.open_replacement(model);
@@ -615,13 +610,6 @@ impl Engine {
         }
         drop(stats);
         let new = result?;
-        let reloaded = Reloaded {
-            model: new.generation.clone(),
-            took: started.elapsed(),
-            warnings: new.warnings,
-            real_frame: new.real_frame,
-        };
-        accepted(&reloaded);
         let mut queue = lock(&self.shared.queue);
         for (waiting, runner) in queue.incoming.iter_mut().zip(new.runners) {
             // A replacement not yet taken is replaced in turn (dropped after the lock).
@@ -630,7 +618,12 @@ impl Engine {
         *lock(&self.live) = new.generation.clone();
         drop(queue);
         self.shared.cond.notify_all();
-        Ok(reloaded)
+        Ok(Reloaded {
+            model: new.generation,
+            took: started.elapsed(),
+            warnings: new.warnings,
+            real_frame: new.real_frame,
+        })
     }
 
     fn open_replacement(&self, path: &Path) -> Result<Replacement, EngineError> {

@@ -19,7 +19,8 @@ use crate::watch::{self, Watcher};
 /// Name of the element messages that say which model is live: `state` is `live` (this
 /// element's frames come from it: at start, and at the first frame after a switch), `loaded`
 /// (a replacement passed the checks and the engine's workers take it before their next
-/// batch) or `rejected` (a replacement failed; `rejected` names it, `reason` says why, the
+/// batch; posted from the reloading thread, so the `live` of its first frame, posted from
+/// the streaming thread, can come before it) or `rejected` (a replacement failed; `rejected` names it, `reason` says why, the
 /// other fields describe the model that stays).
 pub const MODEL_MESSAGE: &str = "visionclassify-model";
 
@@ -38,12 +39,9 @@ impl VisionClassify {
         let spawned = std::thread::Builder::new()
             .name("vc-reload".into())
             .spawn(move || {
-                let Some(this) = this.upgrade() else {
-                    return;
-                };
-                let result = run.engine.reload(&file, |r| this.loaded(&file, r));
-                if let Err(e) = result {
-                    this.refused(&file, &run.engine.live(), e);
+                let result = run.engine.reload(&file);
+                if let Some(this) = this.upgrade() {
+                    this.reloaded(&file, &run.engine.live(), result);
                 }
             });
         if let Err(e) = spawned {
@@ -69,10 +67,8 @@ impl VisionClassify {
                 return;
             };
             gst::info!(CAT, imp = this, "{} changed: reloading", changed.display());
-            let result = run.engine.reload(changed, |r| this.loaded(changed, r));
-            if let Err(e) = result {
-                this.refused(changed, &run.engine.live(), e);
-            }
+            let result = run.engine.reload(changed);
+            this.reloaded(changed, &run.engine.live(), result);
         });
         match started {
             Ok(w) => *lock(&self.watcher) = Some(w),
@@ -84,54 +80,55 @@ impl VisionClassify {
         }
     }
 
-    /// A replacement passed its checks: reported before the engine's workers can take it, so
-    /// `loaded` always precedes the `live` of its first frame.
-    fn loaded(&self, path: &Path, r: &Reloaded) {
-        self.reloads.fetch_add(1, Ordering::SeqCst);
-        for w in &r.warnings {
-            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{w}"));
-        }
-        gst::info!(
-            CAT,
-            imp = self,
-            "model {} (generation {}) loaded in {:?}, live from the next batch",
-            path.display(),
-            r.model.number,
-            r.took
-        );
-        let mut s = self.model_structure("loaded", &r.model);
-        s.set("load-ms", r.took.as_secs_f64() * 1000.0);
-        s.set("tested-on-frame", r.real_frame);
-        self.post_model(s);
-    }
-
-    /// A replacement was refused; `live` is the engine's model, which stays.
-    fn refused(&self, path: &Path, live: &Generation, e: EngineError) {
-        self.rejected_reloads.fetch_add(1, Ordering::SeqCst);
-        let stays = live.path().to_path_buf();
-        let reverted = {
-            let mut settings = lock(&self.settings);
-            let asked = settings.model.as_deref() == Some(path);
-            if asked {
-                settings.model = Some(stays.clone());
+    /// Reports a reload's outcome; `live` is the engine's model after it.
+    fn reloaded(&self, path: &Path, live: &Generation, result: Result<Reloaded, EngineError>) {
+        match result {
+            Ok(r) => {
+                self.reloads.fetch_add(1, Ordering::SeqCst);
+                for w in &r.warnings {
+                    gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{w}"));
+                }
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "model {} (generation {}) loaded in {:?}, live from the next batch",
+                    path.display(),
+                    r.model.number,
+                    r.took
+                );
+                let mut s = self.model_structure("loaded", &r.model);
+                s.set("load-ms", r.took.as_secs_f64() * 1000.0);
+                s.set("tested-on-frame", r.real_frame);
+                self.post_model(s);
             }
-            asked
-        };
-        if reverted {
-            self.obj().notify("model");
+            Err(e) => {
+                self.rejected_reloads.fetch_add(1, Ordering::SeqCst);
+                let stays = live.path().to_path_buf();
+                let reverted = {
+                    let mut settings = lock(&self.settings);
+                    let asked = settings.model.as_deref() == Some(path);
+                    if asked {
+                        settings.model = Some(stays.clone());
+                    }
+                    asked
+                };
+                if reverted {
+                    self.obj().notify("model");
+                }
+                if let Some(w) = lock(&self.watcher).as_ref() {
+                    w.retarget(stays.clone());
+                }
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Settings,
+                    ("model reload refused, {} stays live: {e}", stays.display())
+                );
+                let mut s = self.model_structure("rejected", live);
+                s.set("rejected", path.display().to_string());
+                s.set("reason", e.to_string());
+                self.post_model(s);
+            }
         }
-        if let Some(w) = lock(&self.watcher).as_ref() {
-            w.retarget(stays.clone());
-        }
-        gst::element_imp_warning!(
-            self,
-            gst::ResourceError::Settings,
-            ("model reload refused, {} stays live: {e}", stays.display())
-        );
-        let mut s = self.model_structure("rejected", live);
-        s.set("rejected", path.display().to_string());
-        s.set("reason", e.to_string());
-        self.post_model(s);
     }
 
     /// `labels-file` set: while running it is checked against the live model and used from
