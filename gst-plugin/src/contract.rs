@@ -271,6 +271,11 @@ impl From<ResizeName> for ResizeMode {
 /// a blank line in the middle is an error (it would shift every class after it).
 pub fn read_labels_file(path: &std::path::Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    parse_labels(&text)
+}
+
+/// The labels of a labels file's text (see [`read_labels_file`]).
+pub fn parse_labels(text: &str) -> Result<Vec<String>, String> {
     let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     while labels.last().is_some_and(|l| l.is_empty()) {
         labels.pop();

@@ -195,6 +195,26 @@ pub fn iso8601(t: SystemTime) -> String {
 
 // ---- output --------------------------------------------------------------------------------
 
+/// A confidence read from JSON: a number float32 can hold. Without the check `1e39` would read
+/// as infinity and write back as `null`, which no reader accepts (found by fuzzing).
+fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = f64::deserialize(d)?;
+    let narrow = v as f32;
+    if narrow.is_finite() {
+        Ok(narrow)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{v} is out of the range of a float32 confidence"
+        )))
+    }
+}
+
+fn finite_f32_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+    Option::<f64>::deserialize(d)?
+        .map(|v| finite_f32(serde::de::value::F64Deserializer::<D::Error>::new(v)))
+        .transpose()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishMode {
@@ -224,6 +244,7 @@ pub struct Attribute {
     pub label: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_id: Option<u32>,
+    #[serde(deserialize_with = "finite_f32")]
     pub confidence: f32,
     pub model: ModelName,
 }
@@ -233,6 +254,7 @@ pub struct ClassEntry {
     pub label: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_id: Option<u32>,
+    #[serde(deserialize_with = "finite_f32")]
     pub confidence: f32,
 }
 
@@ -260,7 +282,11 @@ pub struct BoundingBox {
 pub struct Detection {
     pub bounding_box: BoundingBox,
     pub label: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "finite_f32_option"
+    )]
     pub confidence: Option<f32>,
 }
 
@@ -300,8 +326,11 @@ pub struct LabelSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_id: Option<u32>,
     pub count: u64,
+    #[serde(deserialize_with = "finite_f32")]
     pub mean_confidence: f32,
+    #[serde(deserialize_with = "finite_f32")]
     pub min_confidence: f32,
+    #[serde(deserialize_with = "finite_f32")]
     pub max_confidence: f32,
 }
 
@@ -1321,6 +1350,30 @@ mod tests {
         let back: Event = serde_json::from_slice(&e.to_json()).unwrap();
         assert_eq!(back, e);
         assert_eq!(back.label(), Some("red"));
+        // A confidence float32 cannot hold is an error, not an infinity written back as null
+        // (found by fuzzing).
+        for (path, value) in [
+            ("/objects/0/classes/0/confidence", serde_json::json!(1e39)),
+            (
+                "/objects/0/classification/confidence",
+                serde_json::json!(-1e300),
+            ),
+        ] {
+            let mut bad = v.clone();
+            *bad.pointer_mut(path).unwrap() = value;
+            let err = serde_json::from_value::<Event>(bad).expect_err(path);
+            assert!(err.to_string().contains("range of a float32"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tags_read_back_as_they_were_written() {
+        // Found by fuzzing: without serde_json's float_roundtrip a long number read back one
+        // ulp off after it was written.
+        let long = format!(r#"{{"n": {}0.25, "k": [1, "x", true]}}"#, "4".repeat(108));
+        let tags = parse_tags(&long).unwrap().unwrap();
+        let written = serde_json::Value::Object(tags.clone()).to_string();
+        assert_eq!(parse_tags(&written).unwrap(), Some(tags));
     }
 
     #[test]

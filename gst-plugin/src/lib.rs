@@ -13,6 +13,8 @@ pub mod contract;
 pub mod delivery;
 pub mod engine;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lane;
 pub mod meta;
 pub mod model;

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
 use ort::session::{Session, builder::SessionBuilder};
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::{Shape, SymbolicDimensions, TensorElementType, TensorRef, ValueType};
 
 use crate::contract::{Contract, ContractError, ScoreKind};
 use crate::preprocess::{ChannelOrder, Layout, Normalize, ResizeMode, SlotSpec};
@@ -506,6 +506,36 @@ impl Description {
             contract: Contract::default(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            providers: Vec::new(),
+        }
+    }
+
+    /// A description of a graph with one input and the given outputs, as ONNX Runtime would
+    /// report them (`-1` for a dynamic dimension), without a session: what the fuzz targets
+    /// hand to [`Description::spec`].
+    #[doc(hidden)]
+    pub fn from_shapes(
+        path: &str,
+        contract: Contract,
+        input: (TensorElementType, Vec<i64>),
+        outputs: Vec<(String, TensorElementType, Vec<i64>)>,
+    ) -> Self {
+        let port = |name: String, ty: TensorElementType, dims: Vec<i64>| Port {
+            name,
+            dtype: ValueType::Tensor {
+                ty,
+                dimension_symbols: SymbolicDimensions::new(vec![String::new(); dims.len()]),
+                shape: Shape::new(dims),
+            },
+        };
+        Self {
+            path: path.into(),
+            contract,
+            inputs: vec![port("input".into(), input.0, input.1)],
+            outputs: outputs
+                .into_iter()
+                .map(|(name, ty, dims)| port(name, ty, dims))
+                .collect(),
             providers: Vec::new(),
         }
     }

@@ -4,6 +4,8 @@
 
 pub mod batch_norm;
 pub mod data;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod model;
 pub mod onnx;

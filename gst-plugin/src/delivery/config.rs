@@ -123,9 +123,24 @@ impl FromStr for BrokerUri {
         if host.is_empty() {
             return Err(Self::invalid(format!("'{s}' has no host")));
         }
-        if host.contains(':') && !authority.starts_with('[') {
+        if authority.starts_with('[') {
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(Self::invalid(format!(
+                    "'{s}': '{host}' in brackets is not an IPv6 address"
+                )));
+            }
+        } else if host.contains(':') {
             return Err(Self::invalid(format!(
                 "'{s}': put an IPv6 address in brackets, as in mqtt://[::1]:1883"
+            )));
+        } else if let Some(c) = host
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+        {
+            // Letters, digits, '.', '-' and '_' (host names, IPv4); anything else would not
+            // print back as the same URI ('[' for one) or reach a broker.
+            return Err(Self::invalid(format!(
+                "'{s}': the host '{host}' has a character a host name cannot have ({c:?})"
             )));
         }
         let port = match port {
@@ -404,6 +419,12 @@ mod tests {
             ("mqtt://::1", "brackets"),
             ("mqtt://[::1", "unclosed"),
             ("mqtt://[::1]x", "after ']'"),
+            // Found by fuzzing: these parsed, but printed as URIs that do not parse back.
+            ("mqtt://[[]", "not an IPv6 address"),
+            ("mqtt://[]", "no host"),
+            ("mqtt://[host]", "not an IPv6 address"),
+            ("mqtt://a[b", "character"),
+            ("mqtt://a b", "character"),
         ] {
             match s.parse::<BrokerUri>() {
                 Ok(u) => panic!("'{s}' parsed as {u:?}"),
@@ -413,6 +434,21 @@ mod tests {
                 }
                 Err(e) => panic!("'{s}': unexpected error {e:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_parsed_uri_prints_as_one_that_parses_the_same() {
+        for s in [
+            "mqtt://h",
+            "MQTTS://Broker.example:8883/",
+            "mqtt://[::1]:1884",
+            "mqtt://[fe80::1]",
+            "mqtt://10.0.0.5",
+            "mqtt://my_broker-2",
+        ] {
+            let u = parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(parse(&u.to_string()), Ok(u), "{s}");
         }
     }
 

@@ -41,14 +41,23 @@ pub fn imagenet(dir: &Path) -> Result<Vec<String>, LabelsError> {
     };
     let synsets_text = read(&synsets_path)?;
     let lemmas_text = read(&lemmas_path)?;
+    imagenet_from_text(&synsets_text, &lemmas_text, &synsets_path, &lemmas_path)
+}
 
+/// [`imagenet`] on the two files' texts; the paths name them in errors.
+pub fn imagenet_from_text(
+    synsets_text: &str,
+    lemmas_text: &str,
+    synsets_path: &Path,
+    lemmas_path: &Path,
+) -> Result<Vec<String>, LabelsError> {
     let mut lemmas = HashMap::new();
     for (i, line) in lemmas_text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let (synset, names) = line.split_once('\t').ok_or_else(|| LabelsError::Format {
-            path: lemmas_path.clone(),
+            path: lemmas_path.to_path_buf(),
             line: i + 1,
             reason: "expected `synset<TAB>names`".into(),
         })?;
@@ -61,14 +70,14 @@ pub fn imagenet(dir: &Path) -> Result<Vec<String>, LabelsError> {
             continue;
         }
         let names = lemmas.get(synset).ok_or_else(|| LabelsError::Format {
-            path: synsets_path.clone(),
+            path: synsets_path.to_path_buf(),
             line: i + 1,
             reason: format!("synset {synset} has no names in {LEMMAS_FILE}"),
         })?;
         let first = names.split(',').next().unwrap_or(names).trim();
         if first.is_empty() {
             return Err(LabelsError::Format {
-                path: lemmas_path.clone(),
+                path: lemmas_path.to_path_buf(),
                 line: 0,
                 reason: format!("synset {synset} has an empty name"),
             });
@@ -77,7 +86,7 @@ pub fn imagenet(dir: &Path) -> Result<Vec<String>, LabelsError> {
     }
     if labels.len() != IMAGENET_CLASSES {
         return Err(LabelsError::Count {
-            path: synsets_path,
+            path: synsets_path.to_path_buf(),
             found: labels.len(),
         });
     }

@@ -5,8 +5,16 @@
 //! [`Value::Global`] name, `REDUCE`/`NEWOBJ` yield a [`Value::Call`] that the caller
 //! interprets, and persistent ids (`BINPERSID`) yield a [`Value::Persistent`]. So a
 //! malicious file can at worst produce a value the caller rejects.
+//!
+//! It also bounds what a file can make it build, so that no input can exhaust the stack or
+//! the memory of the process that reads it: values nest at most [`MAX_DEPTH`] deep (dropping
+//! or printing a value recurses), a list or dict cannot be changed once it sits inside another
+//! value (so no value contains itself), and copies made by `DUP` and the memo (`BINPUT`,
+//! `BINGET`) are limited to [`MAX_COPIED`] units in all (a tuple copied into itself doubles
+//! with every two bytes of input otherwise).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// A decoded pickle value.
@@ -104,16 +112,61 @@ pub fn load(data: &[u8]) -> Result<(Value, usize), PickleError> {
     Machine::new(data).run()
 }
 
+/// The deepest nesting of values a pickle may build. PyTorch's state dicts nest about 6 deep.
+pub const MAX_DEPTH: u32 = 256;
+
+/// The most copying `DUP`, memo writes and memo reads may do in one pickle, in units: one per
+/// value copied plus one per 64 bytes of strings (at most about 64 MiB in all). Lists and dicts
+/// are shared, not copied (one unit). The EfficientNet-Lite0 weights need a few thousand.
+pub const MAX_COPIED: u64 = 1 << 20;
+
+/// A value on the stack or in the memo, with what the limits need to know about it.
+#[derive(Debug, Clone)]
+struct Item {
+    value: Value,
+    /// Nesting depth (a scalar is 1). For lists and dicts, the depth when it was made: their
+    /// current depth is in [`Machine::shared`].
+    depth: u32,
+    /// Units a deep copy of the value costs.
+    size: u64,
+}
+
+/// What the machine knows about a list or dict it created, keyed by its allocation.
+#[derive(Debug, Clone, Copy)]
+struct SharedInfo {
+    depth: u32,
+    /// Set once the container is an element of another value: it may not change after that.
+    sealed: bool,
+}
+
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
     /// The start of the opcode being executed, for messages.
     op_start: usize,
     opcode: u8,
-    stack: Vec<Value>,
+    stack: Vec<Item>,
     /// Stack lengths at each MARK.
     marks: Vec<usize>,
-    memo: Vec<Option<Value>>,
+    /// Sparse: indices come from the file.
+    memo: HashMap<usize, Item>,
+    /// Lists and dicts by allocation. Entries outlive their containers only while the machine
+    /// runs; an address reused by a new container gets a new entry when it is made.
+    shared: HashMap<usize, SharedInfo>,
+    copied: u64,
+}
+
+fn string_size(len: usize) -> u64 {
+    1 + (len as u64) / 64
+}
+
+/// The allocation a list or dict lives in (its identity in [`Machine::shared`]).
+fn shared_key(v: &Value) -> Option<usize> {
+    match v {
+        Value::List(l) => Some(Rc::as_ptr(l) as *const () as usize),
+        Value::Dict(d) => Some(Rc::as_ptr(d) as *const () as usize),
+        _ => None,
+    }
 }
 
 // Opcode bytes (pickletools names).
@@ -175,7 +228,9 @@ impl<'a> Machine<'a> {
             opcode: 0,
             stack: Vec::new(),
             marks: Vec::new(),
-            memo: Vec::new(),
+            memo: HashMap::new(),
+            shared: HashMap::new(),
+            copied: 0,
         }
     }
 
@@ -246,11 +301,65 @@ impl<'a> Machine<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("string is not UTF-8"))
     }
 
-    fn push(&mut self, v: Value) {
-        self.stack.push(v);
+    /// The current depth of an item (lists and dicts grow while they are filled).
+    fn depth(&self, item: &Item) -> u32 {
+        shared_key(&item.value)
+            .and_then(|k| self.shared.get(&k))
+            .map_or(item.depth, |info| info.depth)
     }
 
-    fn pop(&mut self) -> Result<Value, PickleError> {
+    /// Pushes a scalar (depth 1) that costs `size` units to copy.
+    fn push_scalar(&mut self, value: Value, size: u64) {
+        self.stack.push(Item {
+            value,
+            depth: 1,
+            size,
+        });
+    }
+
+    /// Pushes a new, empty list or dict (or any other value made without parts).
+    fn push_new(&mut self, value: Value) {
+        if let Some(k) = shared_key(&value) {
+            self.shared.insert(
+                k,
+                SharedInfo {
+                    depth: 1,
+                    sealed: false,
+                },
+            );
+        }
+        self.push_scalar(value, 1);
+    }
+
+    /// The depth and copy size of a value made of `parts`, which it seals: a list or dict
+    /// inside another value may no longer change.
+    fn enclose(&mut self, parts: &[&Item]) -> Result<(u32, u64), PickleError> {
+        let mut depth = 0;
+        let mut size: u64 = 1;
+        for part in parts {
+            depth = depth.max(self.depth(part));
+            size = size.saturating_add(part.size);
+            if let Some(info) = shared_key(&part.value).and_then(|k| self.shared.get_mut(&k)) {
+                info.sealed = true;
+            }
+        }
+        let depth = depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(self.malformed(format!(
+                "values nest deeper than {MAX_DEPTH} levels (MAX_DEPTH)"
+            )));
+        }
+        Ok((depth, size))
+    }
+
+    /// Pushes a copy of `item`, counted against [`MAX_COPIED`].
+    fn push_copy(&mut self, item: Item) -> Result<(), PickleError> {
+        self.charge_copy(item.size)?;
+        self.stack.push(item);
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Result<Item, PickleError> {
         // A MARK fences the stack: popping below it is an error, not a silent success.
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
@@ -261,20 +370,18 @@ impl<'a> Machine<'a> {
             .ok_or_else(|| self.malformed("stack underflow"))
     }
 
-    fn top_mut(&mut self) -> Result<&mut Value, PickleError> {
+    fn top(&self) -> Result<&Item, PickleError> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
             return Err(self.malformed("stack underflow"));
         }
-        let offset = self.op_start;
-        self.stack.last_mut().ok_or(PickleError::Malformed {
-            offset,
-            reason: "stack underflow".into(),
-        })
+        self.stack
+            .last()
+            .ok_or_else(|| self.malformed("stack underflow"))
     }
 
     /// Pops everything above the last MARK (and the mark itself).
-    fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
+    fn pop_mark(&mut self) -> Result<Vec<Item>, PickleError> {
         let at = self
             .marks
             .pop()
@@ -282,53 +389,90 @@ impl<'a> Machine<'a> {
         Ok(self.stack.split_off(at))
     }
 
+    /// Counts a copy of `size` units against [`MAX_COPIED`].
+    fn charge_copy(&mut self, size: u64) -> Result<(), PickleError> {
+        self.copied = self.copied.saturating_add(size);
+        if self.copied > MAX_COPIED {
+            return Err(self.malformed(format!(
+                "copies of values add up to more than {MAX_COPIED} units (MAX_COPIED)"
+            )));
+        }
+        Ok(())
+    }
+
     fn memo_put(&mut self, index: usize) -> Result<(), PickleError> {
-        let v = self
+        let size = self
             .stack
             .last()
-            .cloned()
+            .map(|i| i.size)
             .ok_or_else(|| self.malformed("memoizing an empty stack"))?;
-        // Indices come from the file: refuse absurd ones instead of allocating for them.
-        if index > self.data.len() {
-            return Err(self.malformed(format!("memo index {index} is out of range")));
+        // The memo holds a copy: it counts like one.
+        self.charge_copy(size)?;
+        if let Some(item) = self.stack.last().cloned() {
+            self.memo.insert(index, item);
         }
-        if self.memo.len() <= index {
-            self.memo.resize(index + 1, None);
-        }
-        self.memo[index] = Some(v);
         Ok(())
     }
 
     fn memo_get(&mut self, index: usize) -> Result<(), PickleError> {
-        let v = self
+        let item = self
             .memo
-            .get(index)
-            .and_then(|v| v.clone())
+            .get(&index)
+            .cloned()
             .ok_or_else(|| self.malformed(format!("memo index {index} was never stored")))?;
-        self.push(v);
+        self.push_copy(item)
+    }
+
+    /// Adds `items` to the list or dict on top of the stack (`what` names the opcode in
+    /// errors): they are sealed, its depth grows. A list or dict that is already inside
+    /// another value does not change, and none receives itself, so no value contains itself.
+    fn fill(&mut self, what: &str, items: Vec<Item>) -> Result<(), PickleError> {
+        let target = self.top()?.value.clone();
+        let key = shared_key(&target);
+        match key.and_then(|k| self.shared.get(&k)) {
+            None => return Err(self.malformed(format!("{what} on a {}", target.kind()))),
+            Some(info) if info.sealed => {
+                return Err(self.malformed(format!(
+                    "{what} on a {} that is already inside another value",
+                    target.kind()
+                )));
+            }
+            Some(_) => {}
+        }
+        if items.iter().any(|i| shared_key(&i.value) == key) {
+            return Err(self.malformed(format!("{what} puts a {} into itself", target.kind())));
+        }
+        if matches!(target, Value::Dict(_)) && !items.len().is_multiple_of(2) {
+            return Err(self.malformed(format!("{what} with an odd number of values")));
+        }
+        let (depth, _) = {
+            let parts: Vec<&Item> = items.iter().collect();
+            self.enclose(&parts)?
+        };
+        if let Some(info) = key.and_then(|k| self.shared.get_mut(&k)) {
+            info.depth = info.depth.max(depth);
+        }
+        match &target {
+            Value::List(l) => l.borrow_mut().extend(items.into_iter().map(|i| i.value)),
+            Value::Dict(d) => {
+                let mut d = d.borrow_mut();
+                let mut it = items.into_iter().map(|i| i.value);
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.push((k, v));
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 
-    fn set_items(&mut self, target: &Value, items: Vec<Value>) -> Result<(), PickleError> {
-        if !items.len().is_multiple_of(2) {
-            return Err(self.malformed("SETITEMS with an odd number of values"));
-        }
-        let Value::Dict(d) = target else {
-            return Err(self.malformed(format!("SETITEM on a {}", target.kind())));
+    fn push_tuple(&mut self, items: Vec<Item>) -> Result<(), PickleError> {
+        let (depth, size) = {
+            let parts: Vec<&Item> = items.iter().collect();
+            self.enclose(&parts)?
         };
-        let mut d = d.borrow_mut();
-        let mut it = items.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            d.push((k, v));
-        }
-        Ok(())
-    }
-
-    fn append(&mut self, target: &Value, items: Vec<Value>) -> Result<(), PickleError> {
-        let Value::List(l) = target else {
-            return Err(self.malformed(format!("APPEND on a {}", target.kind())));
-        };
-        l.borrow_mut().extend(items);
+        let value = Value::Tuple(items.into_iter().map(|i| i.value).collect());
+        self.stack.push(Item { value, depth, size });
         Ok(())
     }
 
@@ -351,7 +495,7 @@ impl<'a> Machine<'a> {
                 }
                 STOP => {
                     let v = self.pop()?;
-                    return Ok((v, self.pos));
+                    return Ok((v.value, self.pos));
                 }
                 MARK => self.marks.push(self.stack.len()),
                 POP => {
@@ -361,23 +505,23 @@ impl<'a> Machine<'a> {
                     self.pop_mark()?;
                 }
                 DUP => {
-                    let v = self.top_mut()?.clone();
-                    self.push(v);
+                    let item = self.top()?.clone();
+                    self.push_copy(item)?;
                 }
-                NONE => self.push(Value::None),
-                NEWTRUE => self.push(Value::Bool(true)),
-                NEWFALSE => self.push(Value::Bool(false)),
+                NONE => self.push_scalar(Value::None, 1),
+                NEWTRUE => self.push_scalar(Value::Bool(true), 1),
+                NEWFALSE => self.push_scalar(Value::Bool(false), 1),
                 BININT => {
                     let v = self.u32()? as i32;
-                    self.push(Value::Int(v.into()));
+                    self.push_scalar(Value::Int(v.into()), 1);
                 }
                 BININT1 => {
                     let v = self.u8()?;
-                    self.push(Value::Int(v.into()));
+                    self.push_scalar(Value::Int(v.into()), 1);
                 }
                 BININT2 => {
                     let v = self.u16()?;
-                    self.push(Value::Int(v.into()));
+                    self.push_scalar(Value::Int(v.into()), 1);
                 }
                 LONG1 | LONG4 => {
                     let n = if self.opcode == LONG1 {
@@ -397,13 +541,13 @@ impl<'a> Machine<'a> {
                     };
                     let mut a = [fill; 16];
                     a[..n].copy_from_slice(bytes);
-                    self.push(Value::Int(i128::from_le_bytes(a)));
+                    self.push_scalar(Value::Int(i128::from_le_bytes(a)), 1);
                 }
                 BINFLOAT => {
                     let b = self.take(8)?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
-                    self.push(Value::Float(f64::from_be_bytes(a)));
+                    self.push_scalar(Value::Float(f64::from_be_bytes(a)), 1);
                 }
                 BINUNICODE | SHORT_BINUNICODE | BINUNICODE8 => {
                     let n = match self.opcode {
@@ -414,7 +558,7 @@ impl<'a> Machine<'a> {
                     let n = self.len_from(n)?;
                     let bytes = self.take(n)?;
                     let s = self.utf8(bytes)?;
-                    self.push(Value::Str(s));
+                    self.push_scalar(Value::Str(s), string_size(n));
                 }
                 BINSTRING | SHORT_BINSTRING | BINBYTES | SHORT_BINBYTES | BINBYTES8 => {
                     let n = match self.opcode {
@@ -424,12 +568,12 @@ impl<'a> Machine<'a> {
                     };
                     let n = self.len_from(n)?;
                     let bytes = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(bytes));
+                    self.push_scalar(Value::Bytes(bytes), string_size(n));
                 }
-                EMPTY_TUPLE => self.push(Value::Tuple(Vec::new())),
+                EMPTY_TUPLE => self.push_scalar(Value::Tuple(Vec::new()), 1),
                 TUPLE => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items));
+                    self.push_tuple(items)?;
                 }
                 TUPLE1 | TUPLE2 | TUPLE3 => {
                     let n = usize::from(self.opcode - TUPLE1 + 1);
@@ -438,40 +582,36 @@ impl<'a> Machine<'a> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    self.push(Value::Tuple(items));
+                    self.push_tuple(items)?;
                 }
-                EMPTY_LIST => self.push(Value::List(Rc::default())),
+                EMPTY_LIST => self.push_new(Value::List(Rc::default())),
                 LIST => {
                     let items = self.pop_mark()?;
-                    self.push(Value::List(Rc::new(RefCell::new(items))));
+                    self.push_new(Value::List(Rc::default()));
+                    self.fill("LIST", items)?;
                 }
-                EMPTY_DICT => self.push(Value::Dict(Rc::default())),
+                EMPTY_DICT => self.push_new(Value::Dict(Rc::default())),
                 DICT => {
                     let items = self.pop_mark()?;
-                    let d = Value::Dict(Rc::default());
-                    self.set_items(&d, items)?;
-                    self.push(d);
+                    self.push_new(Value::Dict(Rc::default()));
+                    self.fill("DICT", items)?;
                 }
                 APPEND => {
                     let v = self.pop()?;
-                    let target = self.top_mut()?.clone();
-                    self.append(&target, vec![v])?;
+                    self.fill("APPEND", vec![v])?;
                 }
                 APPENDS => {
                     let items = self.pop_mark()?;
-                    let target = self.top_mut()?.clone();
-                    self.append(&target, items)?;
+                    self.fill("APPENDS", items)?;
                 }
                 SETITEM => {
                     let v = self.pop()?;
                     let k = self.pop()?;
-                    let target = self.top_mut()?.clone();
-                    self.set_items(&target, vec![k, v])?;
+                    self.fill("SETITEM", vec![k, v])?;
                 }
                 SETITEMS => {
                     let items = self.pop_mark()?;
-                    let target = self.top_mut()?.clone();
-                    self.set_items(&target, items)?;
+                    self.fill("SETITEMS", items)?;
                 }
                 BINPUT => {
                     let i = usize::from(self.u8()?);
@@ -496,14 +636,16 @@ impl<'a> Machine<'a> {
                 GLOBAL => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.push(Value::Global { module, name });
+                    let size = string_size(module.len() + name.len());
+                    self.push_scalar(Value::Global { module, name }, size);
                 }
                 STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    match (module, name) {
+                    match (module.value, name.value) {
                         (Value::Str(module), Value::Str(name)) => {
-                            self.push(Value::Global { module, name })
+                            let size = string_size(module.len() + name.len());
+                            self.push_scalar(Value::Global { module, name }, size)
                         }
                         _ => return Err(self.malformed("STACK_GLOBAL needs two strings")),
                     }
@@ -511,30 +653,54 @@ impl<'a> Machine<'a> {
                 REDUCE | NEWOBJ => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
-                    let Value::Tuple(args) = args else {
+                    let (depth, size) = self.enclose(&[&callable, &args])?;
+                    let Value::Tuple(arg_values) = args.value else {
                         return Err(self.malformed(format!(
                             "call arguments are a {}, not a tuple",
-                            args.kind()
+                            args.value.kind()
                         )));
                     };
-                    self.push(reduce(callable, args));
+                    let value = reduce(callable.value, arg_values);
+                    if shared_key(&value).is_some() {
+                        self.push_new(value);
+                    } else {
+                        self.stack.push(Item { value, depth, size });
+                    }
                 }
                 BUILD => {
                     let state = self.pop()?;
-                    match self.top_mut()? {
-                        Value::Call { state: slot, .. } => *slot = Some(Box::new(state)),
+                    let top = self.top()?;
+                    let (top_depth, top_size) = (self.depth(top), top.size);
+                    match &top.value {
+                        Value::Call { .. } => {
+                            let (depth, size) = self.enclose(&[&state])?;
+                            let op_start = self.op_start;
+                            let slot = self.stack.last_mut().ok_or(PickleError::Malformed {
+                                offset: op_start,
+                                reason: "stack underflow".into(),
+                            })?;
+                            if let Value::Call { state: s, .. } = &mut slot.value {
+                                *s = Some(Box::new(state.value));
+                            }
+                            slot.depth = top_depth.max(depth);
+                            slot.size = top_size.saturating_add(size);
+                        }
                         // An OrderedDict's attributes (a state dict's `_metadata`): the
                         // items are what matters, so the state is dropped.
                         Value::Dict(_) => {}
                         other => {
-                            let kind = other.kind();
-                            return Err(self.malformed(format!("BUILD on a {kind}")));
+                            return Err(self.malformed(format!("BUILD on a {}", other.kind())));
                         }
                     }
                 }
                 BINPERSID => {
                     let pid = self.pop()?;
-                    self.push(Value::Persistent(Box::new(pid)));
+                    let (depth, size) = self.enclose(&[&pid])?;
+                    self.stack.push(Item {
+                        value: Value::Persistent(Box::new(pid.value)),
+                        depth,
+                        size,
+                    });
                 }
                 opcode => {
                     return Err(PickleError::UnknownOpcode {
@@ -638,6 +804,88 @@ mod tests {
             load(b"X\xff\xff\xff\xffabc"),
             Err(PickleError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn no_value_contains_itself() {
+        // EMPTY_LIST, BINPUT 0, BINGET 0, APPEND: the list into itself.
+        let err = load(b"]q\x00h\x00a.").expect_err("a list inside itself");
+        assert!(err.to_string().contains("into itself"), "{err}");
+        // The same through a tuple: list L, (L,), APPEND to L. L is sealed by the tuple.
+        let err = load(b"]q\x00h\x00\x85a.").expect_err("a cycle through a tuple");
+        assert!(err.to_string().contains("already inside"), "{err}");
+        // A dict filled after it was put into a list.
+        let err = load(b"}q\x00]h\x00a0K\x01K\x02s.").expect_err("a sealed dict");
+        assert!(err.to_string().contains("already inside"), "{err}");
+    }
+
+    #[test]
+    fn nesting_is_limited_to_max_depth() {
+        let mut deep = b")".to_vec();
+        deep.extend(std::iter::repeat_n(TUPLE1, MAX_DEPTH as usize));
+        deep.push(STOP);
+        let err = load(&deep).expect_err("too deep");
+        assert!(err.to_string().contains("MAX_DEPTH"), "{err}");
+        // One level less is fine.
+        let ok = [&deep[..MAX_DEPTH as usize], b"."].concat();
+        assert!(load(&ok).is_ok());
+        // Lists grow deeper as they are filled: the limit holds there too.
+        let mut lists = Vec::new();
+        for _ in 0..=MAX_DEPTH {
+            lists.push(EMPTY_LIST);
+        }
+        for _ in 0..MAX_DEPTH {
+            lists.push(APPEND);
+        }
+        lists.push(STOP);
+        let err = load(&lists).expect_err("lists too deep");
+        assert!(err.to_string().contains("MAX_DEPTH"), "{err}");
+    }
+
+    #[test]
+    fn copies_are_limited() {
+        // (), then DUP + TUPLE2 doubles the tuple with every two bytes: 2^40 values.
+        let mut bomb = b")".to_vec();
+        for _ in 0..40 {
+            bomb.extend([DUP, TUPLE2]);
+        }
+        bomb.push(STOP);
+        let err = load(&bomb).expect_err("a copy bomb");
+        assert!(err.to_string().contains("MAX_COPIED"), "{err}");
+        // Found by fuzzing: memo writes copy too. A tuple of 2^19 values (its DUPs cost as
+        // much) memoized four times is over the limit.
+        let mut memo = b")".to_vec();
+        for _ in 0..19 {
+            memo.extend([DUP, TUPLE2]);
+        }
+        memo.extend([MEMOIZE, MEMOIZE, MEMOIZE, MEMOIZE, STOP]);
+        assert!(
+            load(
+                &memo[..memo.len() - 5]
+                    .iter()
+                    .chain(b".")
+                    .copied()
+                    .collect::<Vec<_>>()
+            )
+            .is_ok()
+        );
+        let err = load(&memo).expect_err("memo copies");
+        assert!(err.to_string().contains("MAX_COPIED"), "{err}");
+        // Lists are shared, not copied: the same with a list costs one unit per copy.
+        let mut shared = b"]".to_vec();
+        for _ in 0..40 {
+            shared.extend([DUP, POP]);
+        }
+        shared.push(STOP);
+        assert!(load(&shared).is_ok());
+    }
+
+    #[test]
+    fn memo_indices_are_sparse() -> Result<(), PickleError> {
+        // LONG_BINPUT 2^31 - 1 and LONG_BINGET of it: no memo of two billion slots.
+        let (v, _) = load(b"Nr\xff\xff\xff\x7fj\xff\xff\xff\x7f\x86.")?;
+        assert!(matches!(v, Value::Tuple(ref t) if t.len() == 2));
+        Ok(())
     }
 
     #[test]

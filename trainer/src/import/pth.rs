@@ -206,8 +206,19 @@ impl StateDict {
         // Storage types come from the tensors that use them; the data follows in the order
         // of the key list.
         let mut dtypes: HashMap<&str, DType> = HashMap::new();
-        for t in tensors.values() {
-            dtypes.insert(&t.storage, t.dtype);
+        for (name, t) in &tensors {
+            if let Some(other) = dtypes.insert(&t.storage, t.dtype)
+                && other != t.dtype
+            {
+                return Err(PthError::Tensor {
+                    file: file.clone(),
+                    name: name.clone(),
+                    reason: format!(
+                        "reads storage {} as {:?}, another tensor reads it as {other:?}",
+                        t.storage, t.dtype
+                    ),
+                });
+            }
         }
         let Value::List(keys) = &keys else {
             return Err(format(format!(
@@ -277,6 +288,19 @@ impl StateDict {
                         acc.checked_add((d - 1).checked_mul(s)?)
                     }
                 });
+            // Every element must exist in the storage (this also bounds what `f32` allocates
+            // by the file's size; an expanded view with stride 0 is not a state dict's).
+            let numel = t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if numel.is_none_or(|n| n > s.numel) {
+                return Err(PthError::Tensor {
+                    file: file.clone(),
+                    name: name.clone(),
+                    reason: format!(
+                        "with shape {:?} has more elements than its storage of {}",
+                        t.shape, s.numel
+                    ),
+                });
+            }
             let empty = t.shape.contains(&0);
             if !empty && span.is_none_or(|last| last >= s.numel) {
                 return Err(PthError::Tensor {
@@ -461,7 +485,9 @@ fn tensor_ref(v: &Value) -> Result<TensorRef, String> {
             .and_then(Value::as_int)
             .and_then(|o| usize::try_from(o).ok())
             .ok_or_else(|| "has malformed storage view metadata".to_string())?;
-        offset += view_offset;
+        offset = offset
+            .checked_add(view_offset)
+            .ok_or_else(|| "has a storage offset that overflows".to_string())?;
     }
     let shape = usize_list(size, "size")?;
     let stride = usize_list(stride, "stride")?;
@@ -588,6 +614,130 @@ mod tests {
             StateDict::from_bytes(b"PK\x03\x04".to_vec(), "z.pth"),
             Err(PthError::NotLegacy(_))
         ));
+    }
+
+    /// A tensor entry of a hand-made legacy file: name, storage type, storage key, offset
+    /// (as pickle opcodes), size, stride, and the storage view's offset if any.
+    struct Entry<'a> {
+        name: &'a str,
+        storage_type: &'a str,
+        key: &'a str,
+        offset: &'a [u8],
+        size: &'a [u64],
+        stride: &'a [u64],
+        view_offset: Option<&'a [u8]>,
+    }
+
+    fn text(s: &str) -> Vec<u8> {
+        let mut out = vec![b'X'];
+        out.extend((s.len() as u32).to_le_bytes());
+        out.extend(s.as_bytes());
+        out
+    }
+
+    fn ints(values: &[u64]) -> Vec<u8> {
+        let mut out = vec![b'('];
+        for v in values {
+            out.push(b'J');
+            out.extend((*v as u32).to_le_bytes());
+        }
+        out.push(b't');
+        out
+    }
+
+    /// A legacy file with `entries` and the storages `(key, element count)`, zero-filled
+    /// at 4 bytes per element.
+    fn legacy_file(entries: &[Entry], storages: &[(&str, usize)]) -> Vec<u8> {
+        let mut f = b"\x80\x02\x8a\x0a".to_vec();
+        f.extend(&MAGIC.to_le_bytes()[..10]);
+        f.extend(b".\x80\x02M\xe9\x03.\x80\x02}.\x80\x02}(");
+        for e in entries {
+            f.extend(text(e.name));
+            f.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+            f.extend(b"(");
+            f.extend(text("storage"));
+            f.extend(format!("ctorch\n{}\n", e.storage_type).as_bytes());
+            f.extend(text(e.key));
+            f.extend(text("cpu"));
+            f.extend(b"K\x01");
+            match e.view_offset {
+                Some(o) => {
+                    f.push(b'(');
+                    f.extend(text("view"));
+                    f.extend(o);
+                    f.extend(b"K\x01t");
+                }
+                None => f.push(b'N'),
+            }
+            f.extend(b"tQ");
+            f.extend(e.offset);
+            f.extend(ints(e.size));
+            f.extend(ints(e.stride));
+            f.extend(b"tR");
+        }
+        f.extend(b"u.\x80\x02](");
+        for (key, _) in storages {
+            f.extend(text(key));
+        }
+        f.extend(b"e.");
+        for (_, n) in storages {
+            f.extend((*n as i64).to_le_bytes());
+            f.extend(vec![0u8; n * 4]);
+        }
+        f
+    }
+
+    fn entry<'a>(name: &'a str, key: &'a str, size: &'a [u64], stride: &'a [u64]) -> Entry<'a> {
+        Entry {
+            name,
+            storage_type: "FloatStorage",
+            key,
+            offset: b"K\x00",
+            size,
+            stride,
+            view_offset: None,
+        }
+    }
+
+    #[test]
+    fn a_hand_made_file_reads() -> Result<(), PthError> {
+        let f = legacy_file(&[entry("w", "0", &[2, 3], &[3, 1])], &[("0", 6)]);
+        let sd = StateDict::from_bytes(f, "made.pth")?;
+        assert_eq!(sd.f32("w")?.data, [0.0; 6]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_view_offset_that_overflows_is_an_error() {
+        // offset 2^64 - 1 (LONG1 of 9 bytes) plus a view offset of 1.
+        let mut e = entry("w", "0", &[1], &[1]);
+        e.offset = b"\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\x00";
+        e.view_offset = Some(b"K\x01");
+        let err =
+            StateDict::from_bytes(legacy_file(&[e], &[("0", 1)]), "o.pth").expect_err("accepted");
+        assert!(err.to_string().contains("overflows"), "{err}");
+    }
+
+    #[test]
+    fn a_tensor_larger_than_its_storage_is_an_error() {
+        // Stride 0 keeps every element inside the one-element storage; the tensor would still
+        // be materialized as 10^12 floats.
+        let e = entry("w", "0", &[1_000_000, 1_000_000], &[0, 0]);
+        let err =
+            StateDict::from_bytes(legacy_file(&[e], &[("0", 1)]), "big.pth").expect_err("accepted");
+        assert!(
+            err.to_string().contains("more elements than its storage"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_storage_read_as_two_types_is_an_error() {
+        let mut long = entry("b", "0", &[1], &[1]);
+        long.storage_type = "LongStorage";
+        let f = legacy_file(&[entry("a", "0", &[2], &[1]), long], &[("0", 2)]);
+        let err = StateDict::from_bytes(f, "two.pth").expect_err("accepted");
+        assert!(err.to_string().contains("another tensor reads it"), "{err}");
     }
 
     #[test]
