@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs of the fuzz targets into fuzz/corpus/<target>/ (standard library
-only): small valid inputs of each format, from which libFuzzer mutates. The corpora kept in
-the repository are these seeds plus what the runs found (minimized with `cargo fuzz cmin`).
+"""Writes the seed inputs of the fuzz targets into fuzz/seeds/<target>/ (standard library
+only): small valid inputs of each format, from which libFuzzer mutates. fuzz/corpus/<target>/
+holds what the runs found, minimized with `cargo fuzz cmin`.
 
     python3 fuzz/seeds.py           # from the repository root
 """
@@ -11,11 +11,11 @@ import re
 import struct
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "fuzz" / "corpus"
+SEEDS = ROOT / "fuzz" / "seeds"
 
 
 def put(target, name, data):
-    d = CORPUS / target
+    d = SEEDS / target
     d.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode()

@@ -81,6 +81,7 @@ class Redact(unittest.TestCase):
             ("rtsp://admin:p@ss@cam/s?x=1", "rtsp://***@cam/s?x=1"),
             ("mqtts://cam:hunter2@[::1]:8883", "mqtts://***@[::1]:8883"),
             ("could not open rtsp://a:b@cam: refused", "could not open rtsp://***@cam: refused"),
+            ("mqtt//://user:hunter2@broker/", "mqtt//://***@broker/"),
         ]:
             self.assertEqual(gateway.redact(text), want)
 
@@ -98,6 +99,7 @@ class Redact(unittest.TestCase):
             "file:///srv/video@night.webm",
             "password-file=/run/secrets/mqtt password-env=MQTT_PASSWORD",
             "mqtt://mosquitto:1883 user@example.com",
+            "://@",
         ]:
             self.assertEqual(gateway.redact(text), text)
 

@@ -87,7 +87,8 @@ class SettingError(Exception):
 
 # scheme://user:password@host -> scheme://***@host (the authority ends at / ? # space or quote;
 # the user information at its last @), as gstvision::redact::uri_credentials does.
-URI_CREDENTIALS = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s"']*@""")
+# Whatever stands before "://" (a mistyped scheme hides its password too), as gstvision::redact.
+URI_CREDENTIALS = re.compile(r"""(://)[^/?#\s"']+@""")
 # password=... in a gst-launch description (password-file= and password-env= are names, not secrets).
 PASSWORD_PROPERTY = re.compile(r"""(?<![\w-])(password=)("(?:[^"\\]|\\.)*"|'[^']*'|\S+)""")
 # visionpublish's tls-insecure with a value that gst-launch reads as true.

@@ -21,16 +21,14 @@ pub fn uri_credentials(text: &str) -> Cow<'_, str> {
     while let Some(at) = rest.find("://") {
         let after = at + 3;
         out.push_str(&rest[..after]);
-        let scheme_ok = rest[..at]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
         let authority_len = rest[after..]
             .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace())
             .unwrap_or(rest.len() - after);
         let authority = &rest[after..after + authority_len];
         match authority.rfind('@') {
-            Some(user_end) if scheme_ok => {
+            // Whatever stands before "://": a mistyped scheme (`mqtt//://u:pw@h`, found by
+            // fuzzing) hides its password as well.
+            Some(user_end) if user_end > 0 => {
                 out.push_str("***");
                 rest = &rest[after + user_end..];
             }
@@ -68,6 +66,9 @@ mod tests {
                 "/tmp/x/rtsp://u:pw@h/red.rgb",
                 "/tmp/x/rtsp://***@h/red.rgb",
             ),
+            ("mqtt//://user:hunter2@broker/", "mqtt//://***@broker/"),
+            ("://u:hunter2@h", "://***@h"),
+            ("'mqtt ://u:hunter2@h'", "'mqtt ://***@h'"),
         ] {
             assert_eq!(uri_credentials(text), want, "{text}");
         }

@@ -1,6 +1,7 @@
 //! The short replay of fuzzing that `scripts/test.sh` runs: every kept input of every fuzz
-//! target (`fuzz/corpus/<target>/`: seeds and what the runs found; `fuzz/regressions/<target>/`:
-//! inputs that once crashed, one per fault fixed) through the same function the target calls.
+//! target (`fuzz/seeds/<target>/`: written by `fuzz/seeds.py`; `fuzz/corpus/<target>/`: what
+//! the runs found, minimized; `fuzz/regressions/<target>/`: inputs that once crashed, one per
+//! fault fixed) through the same function the target calls.
 //! Here because the trainer's tests see both crates; see fuzz/README.md for the long runs.
 
 use std::path::{Path, PathBuf};
@@ -37,9 +38,15 @@ fn every_kept_input_passes_its_target() {
     for (target, run) in TARGETS {
         let mut inputs = files(&fuzz_dir().join("corpus").join(target));
         let corpus = inputs.len();
-        inputs.extend(files(&fuzz_dir().join("regressions").join(target)));
+        let seeds = files(&fuzz_dir().join("seeds").join(target));
         // A corpus that went missing would make this test pass on nothing.
-        assert!(corpus >= 3, "fuzz/corpus/{target} holds {corpus} inputs");
+        assert!(
+            corpus >= 20 && seeds.len() >= 2,
+            "fuzz/corpus/{target} holds {corpus} inputs, fuzz/seeds/{target} {}",
+            seeds.len()
+        );
+        inputs.extend(seeds);
+        inputs.extend(files(&fuzz_dir().join("regressions").join(target)));
         for path in &inputs {
             let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             if std::panic::catch_unwind(|| run(&data)).is_err() {
@@ -56,25 +63,25 @@ fn every_kept_input_passes_its_target() {
 fn the_seeds_are_valid_inputs() {
     // The seeds are written by fuzz/seeds.py; mutations start from them, so they must be
     // real inputs, not rejected ones.
-    let corpus = fuzz_dir().join("corpus");
+    let seeds = fuzz_dir().join("seeds");
     for name in ["three-tensors.pth", "transposed.pth"] {
-        let bytes = std::fs::read(corpus.join("pth").join(name)).expect("seed");
+        let bytes = std::fs::read(seeds.join("pth").join(name)).expect("seed");
         let sd = vision_trainer::import::pth::StateDict::from_bytes(bytes, name)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!sd.names().is_empty());
     }
     let sd = vision_trainer::import::pth::StateDict::from_bytes(
-        std::fs::read(corpus.join("pth/transposed.pth")).expect("seed"),
+        std::fs::read(seeds.join("pth/transposed.pth")).expect("seed"),
         "transposed.pth",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sd.f32("w").expect("w").shape, [2, 3]);
     for name in ["readme-0.json", "readme-1.json"] {
-        let bytes = std::fs::read(corpus.join("event").join(name)).expect("seed");
+        let bytes = std::fs::read(seeds.join("event").join(name)).expect("seed");
         serde_json::from_slice::<gstvision::event::Event>(&bytes)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    let uri = std::fs::read_to_string(corpus.join("mqtt_settings/plain.txt")).expect("seed");
+    let uri = std::fs::read_to_string(seeds.join("mqtt_settings/plain.txt")).expect("seed");
     let uri = uri.split('\0').next().unwrap_or_default();
     uri.parse::<gstvision::delivery::BrokerUri>()
         .unwrap_or_else(|e| panic!("{uri}: {e}"));

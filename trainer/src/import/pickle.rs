@@ -830,13 +830,9 @@ mod tests {
         let ok = [&deep[..MAX_DEPTH as usize], b"."].concat();
         assert!(load(&ok).is_ok());
         // Lists grow deeper as they are filled: the limit holds there too.
-        let mut lists = Vec::new();
-        for _ in 0..=MAX_DEPTH {
-            lists.push(EMPTY_LIST);
-        }
-        for _ in 0..MAX_DEPTH {
-            lists.push(APPEND);
-        }
+        let depth = MAX_DEPTH as usize;
+        let mut lists = vec![EMPTY_LIST; depth + 1];
+        lists.extend(std::iter::repeat_n(APPEND, depth));
         lists.push(STOP);
         let err = load(&lists).expect_err("lists too deep");
         assert!(err.to_string().contains("MAX_DEPTH"), "{err}");
