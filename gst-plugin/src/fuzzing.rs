@@ -146,13 +146,12 @@ fn to_gst(v: &serde_json::Value, wide: bool) -> Option<gst::glib::SendValue> {
             (None, Some(i)) => i.to_send_value(),
             _ => n.as_f64()?.to_send_value(),
         },
-        serde_json::Value::Array(items) => gst::Array::new(
-            items
-                .iter()
-                .filter_map(|i| to_gst(i, wide))
-                .collect::<Vec<_>>(),
-        )
-        .to_send_value(),
+        serde_json::Value::Array(items) => {
+            // A GStreamer array holds values of one type: the first item's.
+            let values: Vec<_> = items.iter().filter_map(|i| to_gst(i, wide)).collect();
+            let first = values.first().map(|v| v.type_());
+            gst::Array::new(values.into_iter().filter(|v| Some(v.type_()) == first)).to_send_value()
+        }
         serde_json::Value::Null | serde_json::Value::Object(_) => return None,
     })
 }
