@@ -198,21 +198,23 @@ pub fn iso8601(t: SystemTime) -> String {
 /// A confidence read from JSON: a number float32 can hold. Without the check `1e39` would read
 /// as infinity and write back as `null`, which no reader accepts (found by fuzzing).
 fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
-    let v = f64::deserialize(d)?;
-    let narrow = v as f32;
-    if narrow.is_finite() {
-        Ok(narrow)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "{v} is out of the range of a float32 confidence"
-        )))
-    }
+    narrow_confidence(f64::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 fn finite_f32_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
     Option::<f64>::deserialize(d)?
-        .map(|v| finite_f32(serde::de::value::F64Deserializer::<D::Error>::new(v)))
+        .map(narrow_confidence)
         .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
+fn narrow_confidence(v: f64) -> Result<f32, String> {
+    let narrow = v as f32;
+    if narrow.is_finite() {
+        Ok(narrow)
+    } else {
+        Err(format!("{v} is out of the range of a float32 confidence"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -4,7 +4,6 @@
 //! must hold for every input. Not an API: hidden from the documentation.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use ort::value::TensorElementType;
 
@@ -187,12 +186,8 @@ pub fn event(data: &[u8]) {
     if let Some(r) = meta::from_structure(&s) {
         let mut written = gst::Structure::new_empty(meta::META_NAME);
         meta::fill_structure(&mut written, &r);
-        let back = meta::from_structure(&written).expect("a written meta reads back");
-        // Confidences pass through f32, so compare what the meta holds after one trip.
-        let mut twice = gst::Structure::new_empty(meta::META_NAME);
-        meta::fill_structure(&mut twice, &back);
-        assert_eq!(meta::from_structure(&twice).as_ref(), Some(&back));
-        assert_eq!(back.model, Arc::clone(&r.model));
+        // `r` holds float32 confidences already: written as double, they read back exact.
+        assert_eq!(meta::from_structure(&written).as_ref(), Some(&r));
     }
 }
 
