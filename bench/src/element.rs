@@ -58,6 +58,7 @@ fn build(frames: &Frames, model: &Path, ort_library: &Path, config: &Config) -> 
         .property("batch-size", config.batch as u32)
         .property("batch-timeout", config.batch_timeout_ms)
         .property("threads", config.threads as u32)
+        .property("inference-workers", config.workers as u32)
         .build()
         .context("cannot make visionclassify")?;
     let sink = gst::ElementFactory::make("fakesink")

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p vision-bench -- [--model PATH] [--frames N] [--batch B | --batches 1,4,8]
 //!     [--threads T | --threads 1,2] [--width 1920 --height 1080] [--format RGB|I420|NV12|...]
-//!     [--rounds R] [--batch-timeout MS] [--ort-library PATH] [--per-thread]
+//!     [--rounds R] [--batch-timeout MS] [--workers N] [--ort-library PATH] [--per-thread]
 //!     [--latency N] [--only element|bare] [--json PATH] [--dump-frames PATH]
 //! ```
 //!
@@ -40,6 +40,7 @@ usage: vision-bench [options]
   --format F            GStreamer video format of the frames (default RGB; e.g. I420, NV12)
   --rounds R            interleaved repetitions; medians are reported (default 3)
   --batch-timeout MS    visionclassify batch-timeout (default 50)
+  --workers N           visionclassify inference-workers (default 1; the bare session is one)
   --ort-library PATH    libonnxruntime.so (default: $ORT_DYLIB_PATH, else the project's .deps)
   --per-thread          after each element run, print its CPU time per thread (to stderr)
   --latency N           then N frames one at a time at batch 1: element vs bare latency
@@ -54,6 +55,8 @@ pub struct Config {
     pub batch: usize,
     pub threads: usize,
     pub batch_timeout_ms: u32,
+    /// visionclassify `inference-workers` (the bare session is always one).
+    pub workers: usize,
     /// Print the element's CPU time per thread after each run.
     pub per_thread: bool,
 }
@@ -69,6 +72,7 @@ struct Args {
     format: String,
     rounds: usize,
     batch_timeout_ms: u32,
+    workers: usize,
     per_thread: bool,
     latency: usize,
     only: Option<Side>,
@@ -100,6 +104,7 @@ impl Args {
             format: "RGB".into(),
             rounds: 3,
             batch_timeout_ms: 50,
+            workers: 1,
             per_thread: false,
             latency: 0,
             only: None,
@@ -131,6 +136,9 @@ impl Args {
                 "--format" => args.format = value,
                 "--rounds" => args.rounds = value.parse().with_context(bad)?,
                 "--batch-timeout" => args.batch_timeout_ms = value.parse().with_context(bad)?,
+                "--workers" => {
+                    args.workers = value.parse().ok().filter(|&w| w > 0).with_context(bad)?
+                }
                 "--latency" => args.latency = value.parse().with_context(bad)?,
                 "--only" => {
                     args.only = Some(match value.as_str() {
@@ -212,6 +220,7 @@ fn main() -> Result<()> {
                 batch,
                 threads,
                 batch_timeout_ms: args.batch_timeout_ms,
+                workers: args.workers,
                 per_thread: args.per_thread,
             })
         })
@@ -432,6 +441,7 @@ fn measure_latency(args: &Args, frames: &Frames, threads: usize) -> Result<Laten
         batch: 1,
         threads,
         batch_timeout_ms: args.batch_timeout_ms,
+        workers: 1,
         per_thread: false,
     };
     let element = element::latency(

@@ -602,9 +602,7 @@ fn resample_row(
     // pipeline leaves them (and as this crate's earlier OpenCV path did): a model sees the
     // same values here as from `vision-trainer`'s loader, which resizes each image to 8 bits
     // once and normalises it later.
-    for v in &mut out[..m] {
-        *v = (*v + 0.5).floor();
-    }
+    resample::round_half_up(&mut out[..m]);
 }
 
 fn fits_i32(what: &'static str, width: usize, height: usize) -> Result<(), PreprocessError> {

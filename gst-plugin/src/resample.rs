@@ -48,7 +48,14 @@ pub(crate) struct Axis {
     /// `stride` weights per output, the first `len[i]` of them used.
     stride: usize,
     weights: Vec<f32>,
+    /// Area shrinks only (else empty): per output, the first tap that covers a whole source
+    /// sample and how many such taps follow; each has the weight `unit` = dst / src.
+    full: Vec<(usize, usize)>,
+    unit: f32,
 }
+
+/// Whole source rows summed as 16-bit integers before any weight is applied (255 · 257 fits).
+const MAX_SUMMED: usize = 257;
 
 impl Axis {
     /// Taps that bring `src` samples to `dst` samples (both at least 1).
@@ -57,31 +64,27 @@ impl Axis {
         let scale = src as f64 / dst as f64;
         let last = src - 1;
         let mut taps: Vec<(usize, Vec<f64>)> = Vec::with_capacity(dst);
+        let mut full = Vec::new();
         for i in 0..dst {
             let i = i as f64;
             taps.push(match filter {
                 ResizeFilter::Nearest => (((i * scale).floor() as usize).min(last), vec![1.0]),
-                ResizeFilter::Area if scale > 1.0 => {
-                    let (a, b) = (i * scale, (i + 1.0) * scale);
-                    let first = (a.floor() as usize).min(last);
-                    let end = (b.ceil() as usize).clamp(first + 1, src);
-                    let mut w: Vec<f64> = (first..end)
-                        .map(|j| {
-                            let j = j as f64;
-                            (b.min(j + 1.0) - a.max(j)).max(0.0)
-                        })
+                ResizeFilter::Area if src > dst => {
+                    // In units of 1/dst of a source sample, output i covers
+                    // [i·src, (i+1)·src) and source j covers [j·dst, (j+1)·dst): the overlaps
+                    // are exact integers that add up to src, a whole source sample's is dst.
+                    let i = i as usize;
+                    let (a, b) = (i * src, (i + 1) * src);
+                    let first = a / dst;
+                    let end = b.div_ceil(dst).min(src);
+                    let w: Vec<f64> = (first..end)
+                        .map(|j| (b.min((j + 1) * dst) - a.max(j * dst)) as f64 / src as f64)
                         .collect();
-                    // Rounding of a and b can leave a vanishing sliver at either end.
-                    while w.len() > 1 && w.last().is_some_and(|&v| v < 1e-9) {
-                        w.pop();
-                    }
-                    let mut first = first;
-                    while w.len() > 1 && w[0] < 1e-9 {
-                        w.remove(0);
-                        first += 1;
-                    }
-                    let sum: f64 = w.iter().sum();
-                    (first, w.into_iter().map(|v| v / sum).collect())
+                    // The whole samples: every tap but a partial first and a partial last.
+                    let lead = usize::from(a > first * dst);
+                    let tail = usize::from(b < end * dst);
+                    full.push((lead, w.len().saturating_sub(lead + tail)));
+                    (first, w)
                 }
                 // Bilinear, and the enlarged axis of Area (as OpenCV does).
                 _ => {
@@ -107,6 +110,8 @@ impl Axis {
             len: Vec::with_capacity(dst),
             stride,
             weights: vec![0.0; dst * stride],
+            full,
+            unit: (dst as f64 / src as f64) as f32,
         };
         for (i, (first, w)) in taps.into_iter().enumerate() {
             axis.start.push(first);
@@ -144,6 +149,19 @@ pub(crate) struct Source<'a> {
 /// `acc[i] = Σ_k w_k · row(start + k)[i]` for output row `out` of `axis`; `acc` holds
 /// `src.row_len` values.
 pub(crate) fn vertical(src: Source<'_>, axis: &Axis, out: usize, acc: &mut [f32]) {
+    if let Some(&(lead, count)) = axis.full.get(out)
+        && (2..=MAX_SUMMED).contains(&count)
+    {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of a
+            // `target_feature` function.
+            unsafe { x86::vertical_box(src, axis, out, (lead, count), acc) };
+            return;
+        }
+        vertical_box_body(src, axis, out, (lead, count), acc);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of a
@@ -200,6 +218,98 @@ fn vertical_body(src: Source<'_>, axis: &Axis, out: usize, acc: &mut [f32]) {
     }
 }
 
+/// The vertical pass of an area shrink: the rows the output row covers whole are added up as
+/// 16-bit integers (exact, no conversion per row), and only the partial first and last rows are
+/// weighted in `f32`: `acc = unit · Σ whole rows + w_lead · lead + w_tail · tail`. The row is
+/// done in chunks that keep the integer sums in L1.
+#[inline(always)]
+fn vertical_box_body(
+    src: Source<'_>,
+    axis: &Axis,
+    out: usize,
+    (lead, count): (usize, usize),
+    acc: &mut [f32],
+) {
+    const CHUNK: usize = 64;
+    let (start, weights) = axis.taps(out);
+    let n = src.row_len;
+    let row = |k: usize| {
+        let at = src.offset + (start + k) * src.stride;
+        &src.data[at..at + n]
+    };
+    let end = lead + count;
+    // A missing partial row is any row with weight 0 (pixels are finite, so 0 · p = 0).
+    let (w_lead, r_lead) = if lead > 0 {
+        (weights[0], row(0))
+    } else {
+        (0.0, row(lead))
+    };
+    let (w_tail, r_tail) = if end < weights.len() {
+        (weights[end], row(end))
+    } else {
+        (0.0, row(lead))
+    };
+    let unit = axis.unit;
+    let mut sums = [0_u16; CHUNK];
+    let mut x = 0;
+    while x < n {
+        let m = CHUNK.min(n - x);
+        let s = &mut sums[..m];
+        let part = |k: usize| &row(k)[x..x + m];
+        for (a, &p) in s.iter_mut().zip(part(lead)) {
+            *a = u16::from(p);
+        }
+        let mut k = lead + 1;
+        while k + 4 <= end {
+            let (r0, r1, r2, r3) = (part(k), part(k + 1), part(k + 2), part(k + 3));
+            for ((((a, &p0), &p1), &p2), &p3) in s.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+                *a += u16::from(p0) + u16::from(p1) + u16::from(p2) + u16::from(p3);
+            }
+            k += 4;
+        }
+        while k + 2 <= end {
+            for ((a, &p0), &p1) in s.iter_mut().zip(part(k)).zip(part(k + 1)) {
+                *a += u16::from(p0) + u16::from(p1);
+            }
+            k += 2;
+        }
+        if k < end {
+            for (a, &p0) in s.iter_mut().zip(part(k)) {
+                *a += u16::from(p0);
+            }
+        }
+        for (((o, &t), &pl), &pt) in acc[x..x + m]
+            .iter_mut()
+            .zip(s.iter())
+            .zip(&r_lead[x..x + m])
+            .zip(&r_tail[x..x + m])
+        {
+            *o = unit * f32::from(t) + w_lead * f32::from(pl) + w_tail * f32::from(pt);
+        }
+        x += m;
+    }
+}
+
+/// `v = floor(v + 0.5)` for every value: resampled values rounded to 8-bit levels. Compiled
+/// for AVX2 where the CPU has it: without SSE4.1 `floor` is a library call per value.
+pub(crate) fn round_half_up(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of a
+        // `target_feature` function.
+        unsafe { x86::round_half_up(values) };
+        return;
+    }
+    round_half_up_body(values);
+}
+
+#[inline(always)]
+fn round_half_up_body(values: &mut [f32]) {
+    for v in values {
+        *v = (*v + 0.5).floor();
+    }
+}
+
 /// The taps of a horizontal axis laid out for pixels of `cn` interleaved channels.
 ///
 /// One- and two-channel rows (luma, chroma) are reduced as dot products: output `i` is
@@ -216,6 +326,10 @@ pub(crate) struct Expanded {
     len: Vec<usize>,
     window: usize,
     weights: Vec<f32>,
+    /// Three- and four-channel area shrinks: the axis's whole-sample taps (see [`Axis`]),
+    /// added up before one multiplication by `unit`.
+    full: Vec<(usize, usize)>,
+    unit: f32,
 }
 
 impl Expanded {
@@ -251,6 +365,12 @@ impl Expanded {
             len,
             window,
             weights,
+            full: if per_tap {
+                axis.full.clone()
+            } else {
+                Vec::new()
+            },
+            unit: axis.unit,
         }
     }
 
@@ -316,7 +436,7 @@ fn portable<const CN: usize, const LANES: usize>(acc: &[f32], taps: &Expanded, o
 mod x86 {
     use std::arch::x86_64::{
         _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_fmadd_ps, _mm_loadu_ps, _mm_movehl_ps,
-        _mm_set1_ps, _mm_setzero_ps, _mm_shuffle_ps, _mm_storeu_ps, _mm256_add_ps,
+        _mm_mul_ps, _mm_set1_ps, _mm_setzero_ps, _mm_shuffle_ps, _mm_storeu_ps, _mm256_add_ps,
         _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
         _mm256_setzero_ps,
     };
@@ -329,6 +449,24 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) fn vertical(src: Source<'_>, axis: &Axis, out: usize, acc: &mut [f32]) {
         super::vertical_body(src, axis, out, acc);
+    }
+
+    /// Rounding to 8-bit levels compiled for AVX2 (`floor` is one instruction there).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn round_half_up(values: &mut [f32]) {
+        super::round_half_up_body(values);
+    }
+
+    /// The area shrink's vertical pass compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn vertical_box(
+        src: Source<'_>,
+        axis: &Axis,
+        out: usize,
+        full: (usize, usize),
+        acc: &mut [f32],
+    ) {
+        super::vertical_box_body(src, axis, out, full, acc);
     }
 
     /// One- and two-channel rows: 8-lane dot products, lanes added up in registers.
@@ -376,16 +514,43 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn per_tap<const CN: usize>(acc: &[f32], taps: &Expanded, out: &mut [f32]) {
         let window = taps.window;
-        for (((px, &start), &len), weights) in out
+        for (out_index, (((px, &start), &len), weights)) in out
             .chunks_exact_mut(CN)
             .zip(&taps.start)
             .zip(&taps.len)
             .zip(taps.weights.chunks_exact(window))
+            .enumerate()
         {
             // Every 4-value read below lies inside this slice: the last tap starts at
             // start + (len - 1) * CN and reads 4 values, at most one past its pixel, which
             // the overhang covers.
             let values = &acc[start..start + (len - 1) * CN + 4];
+            let at = |k: usize| {
+                let v = &values[k * CN..k * CN + 4];
+                // SAFETY: `v` holds 4 floats.
+                unsafe { _mm_loadu_ps(v.as_ptr()) }
+            };
+            if let Some(&(lead, count)) = taps.full.get(out_index) {
+                // An area shrink: the whole pixels are added up and weighted once, only the
+                // partial first and last pixel have weights of their own.
+                let end = lead + count;
+                let mut sums = [_mm_setzero_ps(); 2];
+                for k in lead..end {
+                    sums[k % 2] = _mm_add_ps(sums[k % 2], at(k));
+                }
+                let mut sum = _mm_mul_ps(_mm_add_ps(sums[0], sums[1]), _mm_set1_ps(taps.unit));
+                if lead > 0 {
+                    sum = _mm_fmadd_ps(at(0), _mm_set1_ps(weights[0]), sum);
+                }
+                if end < len {
+                    sum = _mm_fmadd_ps(at(end), _mm_set1_ps(weights[end]), sum);
+                }
+                let mut lanes = [0.0_f32; 4];
+                // SAFETY: `lanes` holds 4 floats.
+                unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), sum) };
+                px.copy_from_slice(&lanes[..CN]);
+                continue;
+            }
             // Two sums (even and odd taps) so that each multiply-add waits for the one before
             // last, not the last: the chain of dependent adds is what limits this loop.
             let mut sums = [_mm_setzero_ps(); 2];

@@ -35,6 +35,7 @@ usage: soak [options]
   --sample-every S    seconds between samples (default 10)
   --warm-up S         seconds left out of the memory slope (default 300)
   --fps N             frame rate of the live source (default 10)
+  --trim-every S      call malloc_trim(0) every S seconds (default 0: only once at the end)
   --model PATH        classifier (default: models/efficientnet-lite0.onnx if present, else
                       tests/data/bench/convnet224.onnx)
   --ort-library PATH  libonnxruntime.so (default: $ORT_DYLIB_PATH, else the project's .deps)
@@ -47,6 +48,7 @@ struct Args {
     sample_every: u64,
     warm_up: f64,
     fps: u32,
+    trim_every: u64,
     model: PathBuf,
     ort_library: PathBuf,
     out: PathBuf,
@@ -64,6 +66,7 @@ impl Args {
             sample_every: 10,
             warm_up: 300.0,
             fps: 10,
+            trim_every: 0,
             model: if lite0.exists() {
                 lite0
             } else {
@@ -98,6 +101,7 @@ impl Args {
                 "--sample-every" => a.sample_every = number()? as u64,
                 "--warm-up" => a.warm_up = number()?,
                 "--fps" => a.fps = number()? as u32,
+                "--trim-every" => a.trim_every = number()? as u64,
                 "--model" => a.model = PathBuf::from(&value),
                 "--ort-library" => a.ort_library = PathBuf::from(&value),
                 "--out" => a.out = PathBuf::from(&value),
@@ -195,6 +199,8 @@ fn spawn_sub(port: u16, received: &Arc<Mutex<Received>>) -> Result<Child> {
 struct Sample {
     t: f64,
     rss_mb: f64,
+    heap_mb: f64,
+    held_mb: f64,
     fds: u64,
     threads: u64,
     spool_bytes: u64,
@@ -214,6 +220,21 @@ fn rss_mb() -> f64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Heap in use and heap held from the system (MB), over all of glibc's arenas and its
+/// `mmap`ed blocks.
+fn heap_mb() -> (f64, f64) {
+    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's statistics.
+    let m = unsafe { libc::mallinfo2() };
+    let mb = |b: usize| b as f64 / (1024.0 * 1024.0);
+    (mb(m.uordblks + m.hblkhd), mb(m.arena + m.hblkhd))
+}
+
+/// Gives the allocator's free pages back to the system.
+fn trim() {
+    // SAFETY: malloc_trim only releases free memory; 0 keeps no padding.
+    unsafe { libc::malloc_trim(0) };
 }
 
 fn count_entries(dir: &str) -> u64 {
@@ -293,9 +314,9 @@ fn main() -> Result<()> {
     let mut next_sample = Duration::ZERO;
     let mut next_restart = Duration::from_secs(args.restart_every);
     let mut down_until: Option<Duration> = None;
+    let mut next_trim = Duration::from_secs(args.trim_every);
     let mut csv = std::fs::File::create(args.out.join("soak.csv"))?;
-    const HEADER: &str =
-        "seconds,rss_mb,fds,threads,spool_bytes,spool_depth,events,received,frames,broker_up";
+    const HEADER: &str = "seconds,rss_mb,heap_in_use_mb,heap_held_mb,fds,threads,spool_bytes,spool_depth,events,received,frames,broker_up";
     writeln!(csv, "{HEADER}")?;
     println!("soak: {description}\n{HEADER}");
 
@@ -319,13 +340,20 @@ fn main() -> Result<()> {
             down_until = None;
         }
         subscriber.keep_alive()?;
+        if args.trim_every > 0 && now >= next_trim {
+            next_trim += Duration::from_secs(args.trim_every);
+            trim();
+        }
         if now >= next_sample {
             next_sample += Duration::from_secs(args.sample_every);
             let p = publish.property::<gst::Structure>("stats");
             let c = classify.property::<gst::Structure>("stats");
+            let (heap, held) = heap_mb();
             let s = Sample {
                 t: now.as_secs_f64(),
                 rss_mb: rss_mb(),
+                heap_mb: heap,
+                held_mb: held,
                 fds: count_entries("/proc/self/fd"),
                 threads: count_entries("/proc/self/task"),
                 spool_bytes: folder_bytes(&spool),
@@ -340,9 +368,11 @@ fn main() -> Result<()> {
                 broker_up: down_until.is_none(),
             };
             let line = format!(
-                "{:.1},{:.2},{},{},{},{},{},{},{},{}",
+                "{:.1},{:.2},{:.2},{:.2},{},{},{},{},{},{},{},{}",
                 s.t,
                 s.rss_mb,
+                s.heap_mb,
+                s.held_mb,
                 s.fds,
                 s.threads,
                 s.spool_bytes,
@@ -361,6 +391,12 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // What the allocator keeps: the resident set before and after giving free pages back, the
+    // pipeline still running.
+    let rss_before_trim = rss_mb();
+    trim();
+    let rss_after_trim = rss_mb();
 
     // The end: the broker up, every event delivered, then EOS and NULL.
     if down_until.is_some() {
@@ -406,15 +442,20 @@ fn main() -> Result<()> {
     let lost = (0..made).filter(|s| !r.unique.contains(s)).count();
     let duplicates = r.total - r.unique.len() as u64;
 
-    let steady: Vec<(f64, f64)> = samples
-        .iter()
-        .filter(|s| s.t >= args.warm_up)
-        .map(|s| (s.t / 3600.0, s.rss_mb))
-        .collect();
-    let rss_slope = slope(&steady);
-    let (rss_lo, rss_hi) = steady
-        .iter()
-        .fold((f64::MAX, 0.0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let steady = |f: fn(&Sample) -> f64| {
+        let points: Vec<(f64, f64)> = samples
+            .iter()
+            .filter(|s| s.t >= args.warm_up)
+            .map(|s| (s.t / 3600.0, f(s)))
+            .collect();
+        let (lo, hi) = points
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+        (slope(&points), lo, hi)
+    };
+    let (rss_slope, rss_lo, rss_hi) = steady(|s| s.rss_mb);
+    let (heap_slope, heap_lo, heap_hi) = steady(|s| s.heap_mb);
+    let (held_slope, held_lo, held_hi) = steady(|s| s.held_mb);
     let range = |f: fn(&Sample) -> u64| {
         let v: Vec<u64> = samples.iter().map(f).collect();
         (
@@ -432,7 +473,10 @@ fn main() -> Result<()> {
         "soak: {minutes:.0} min, {fps} fps live, model {model}, {n_restarts} broker restarts \
          ({down} s down every {every} s), {n} samples\n\
          resident set after {warm:.0} s: {rss_lo:.1}..{rss_hi:.1} MB, slope {rss_slope:+.2} MB/h \
-         ({pct:+.2} %/h of {rss_hi:.1} MB)\n\
+         ({pct:+.2} %/h of {rss_hi:.1} MB); {rss_before_trim:.1} MB at the end, \
+         {rss_after_trim:.1} MB after malloc_trim(0)\n\
+         heap in use after {warm:.0} s: {heap_lo:.1}..{heap_hi:.1} MB, slope {heap_slope:+.2} MB/h; \
+         held from the system {held_lo:.1}..{held_hi:.1} MB, slope {held_slope:+.2} MB/h{trims}\n\
          file descriptors {fd_lo}..{fd_hi} (last {fd_end}); threads {th_lo}..{th_hi} (last {th_end})\n\
          spool: largest {spool_hi} B / {depth_hi} events during outages, {spool_end} B at the end\n\
          frames classified {frames}; events made {made}, received {got}, lost {lost}, \
@@ -451,6 +495,11 @@ fn main() -> Result<()> {
             0.0
         },
         got = r.unique.len(),
+        trims = if args.trim_every > 0 {
+            format!(" (malloc_trim every {} s)", args.trim_every)
+        } else {
+            String::new()
+        },
         runs = r.runs.len(),
         sub = subscriber_restarts,
     );
@@ -482,7 +531,13 @@ fn plot(samples: &[Sample], restarts: &[f64], warm_up: f64) -> String {
     );
     type Series<'a> = (&'a str, &'a str, fn(&Sample) -> f64);
     let panels: [(&str, Vec<Series>); 3] = [
-        ("resident set (MB)", vec![("RSS", "#1f77b4", |s| s.rss_mb)]),
+        (
+            "memory (MB)",
+            vec![
+                ("resident set", "#1f77b4", |s| s.rss_mb),
+                ("heap in use", "#ff7f0e", |s| s.heap_mb),
+            ],
+        ),
         (
             "count",
             vec![
