@@ -40,7 +40,8 @@ usage: vision-bench [options]
   --format F            GStreamer video format of the frames (default RGB; e.g. I420, NV12)
   --rounds R            interleaved repetitions; medians are reported (default 3)
   --batch-timeout MS    visionclassify batch-timeout (default 50)
-  --workers N           visionclassify inference-workers (default 1; the bare session is one)
+  --workers N           visionclassify inference-workers (default 0: automatic, the element's
+                        default; the bare session is always one)
   --ort-library PATH    libonnxruntime.so (default: $ORT_DYLIB_PATH, else the project's .deps)
   --per-thread          after each element run, print its CPU time per thread (to stderr)
   --latency N           then N frames one at a time at batch 1: element vs bare latency
@@ -104,7 +105,7 @@ impl Args {
             format: "RGB".into(),
             rounds: 3,
             batch_timeout_ms: 50,
-            workers: 1,
+            workers: 0,
             per_thread: false,
             latency: 0,
             only: None,
@@ -136,9 +137,7 @@ impl Args {
                 "--format" => args.format = value,
                 "--rounds" => args.rounds = value.parse().with_context(bad)?,
                 "--batch-timeout" => args.batch_timeout_ms = value.parse().with_context(bad)?,
-                "--workers" => {
-                    args.workers = value.parse().ok().filter(|&w| w > 0).with_context(bad)?
-                }
+                "--workers" => args.workers = value.parse().with_context(bad)?,
                 "--latency" => args.latency = value.parse().with_context(bad)?,
                 "--only" => {
                     args.only = Some(match value.as_str() {
@@ -441,7 +440,7 @@ fn measure_latency(args: &Args, frames: &Frames, threads: usize) -> Result<Laten
         batch: 1,
         threads,
         batch_timeout_ms: args.batch_timeout_ms,
-        workers: 1,
+        workers: args.workers,
         per_thread: false,
     };
     let element = element::latency(

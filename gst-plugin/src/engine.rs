@@ -36,21 +36,46 @@ pub struct EngineSettings {
     pub workers: usize,
 }
 
-/// ONNX Runtime intra-op threads for the `threads` property: a value above 0 is taken as it is;
-/// 0 means one thread per core this process may run on (physical cores when SMT is on), less
-/// one for the streaming threads, which preprocess the next frames while a batch runs. ONNX
-/// Runtime's own default (every physical core) makes its threads and the preprocessing take
-/// turns on the same cores, and an intra-op pool waits for its slowest thread at every
-/// operator (issue 16: 0.78× the bare session on 2 cores).
-pub fn intra_threads(requested: usize) -> usize {
-    if requested > 0 {
-        return requested;
-    }
+/// Most workers `inference-workers=0` starts: each is one session's memory.
+pub const MAX_AUTO_WORKERS: usize = 4;
+
+/// ONNX Runtime intra-op threads per session and the number of inference workers, for the
+/// `threads` and `inference-workers` properties (0 = automatic) on this machine.
+pub fn cpu_plan(threads: usize, workers: usize, cpu_provider: bool) -> (usize, usize) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let smt = std::fs::read_to_string("/sys/devices/system/cpu/smt/active")
         .is_ok_and(|s| s.trim() == "1");
-    let cores = if smt { cpus.div_ceil(2) } else { cpus };
-    cores.saturating_sub(1).max(1)
+    plan_for(
+        if smt { cpus.div_ceil(2) } else { cpus },
+        threads,
+        workers,
+        cpu_provider,
+    )
+}
+
+/// [`cpu_plan`] for `cores` physical cores.
+///
+/// On the CPU provider, automatic workers are one per core (at most [`MAX_AUTO_WORKERS`]),
+/// each with a share of the cores as intra-op threads: batches of one stream, or of several,
+/// run side by side on sessions of their own. ONNX Runtime's intra-op pool waits for its slowest
+/// thread at every operator, and on a small model at batch 1 two sessions of one thread each
+/// ran 1.28× the frames of one session of two threads (issue 16). A GPU provider gets one
+/// worker. With one worker, automatic threads are one per core less one, left to the
+/// streaming threads that preprocess the next frames while a batch runs.
+fn plan_for(cores: usize, threads: usize, workers: usize, cpu_provider: bool) -> (usize, usize) {
+    let cores = cores.max(1);
+    let workers = match workers {
+        0 if !cpu_provider => 1,
+        0 if threads > 0 => (cores / threads).clamp(1, MAX_AUTO_WORKERS),
+        0 => cores.min(MAX_AUTO_WORKERS),
+        w => w,
+    };
+    let threads = match threads {
+        0 if workers == 1 => cores.saturating_sub(1).max(1),
+        0 => (cores / workers).max(1),
+        t => t,
+    };
+    (threads, workers)
 }
 
 impl EngineSettings {
@@ -869,6 +894,38 @@ impl Drop for Engine {
 mod tests {
     use super::*;
     use crate::model::Provider;
+
+    #[test]
+    fn automatic_threads_and_workers() {
+        // (cores, threads, workers, cpu) -> (threads, workers)
+        for (input, want) in [
+            // Both automatic on the CPU: one worker per core (at most 4), cores shared out.
+            ((1, 0, 0, true), (1, 1)),
+            ((2, 0, 0, true), (1, 2)),
+            ((3, 0, 0, true), (1, 3)),
+            ((8, 0, 0, true), (2, 4)),
+            ((16, 0, 0, true), (4, 4)),
+            // Threads given: workers fill the cores.
+            ((8, 2, 0, true), (2, 4)),
+            ((8, 8, 0, true), (8, 1)),
+            ((2, 4, 0, true), (4, 1)),
+            // One worker given: threads leave a core to preprocessing.
+            ((2, 0, 1, true), (1, 1)),
+            ((8, 0, 1, true), (7, 1)),
+            ((8, 0, 3, true), (2, 3)),
+            // A GPU provider: one worker unless asked.
+            ((8, 0, 0, false), (7, 1)),
+            ((8, 0, 2, false), (4, 2)),
+            // Both given: taken as they are.
+            ((2, 3, 5, true), (3, 5)),
+            ((0, 0, 0, true), (1, 1)),
+        ] {
+            let (cores, threads, workers, cpu) = input;
+            assert_eq!(plan_for(cores, threads, workers, cpu), want, "{input:?}");
+        }
+        let (threads, workers) = cpu_plan(0, 0, true);
+        assert!(threads >= 1 && (1..=MAX_AUTO_WORKERS).contains(&workers));
+    }
 
     fn settings(model: &str, batch: usize) -> EngineSettings {
         EngineSettings {

@@ -101,7 +101,7 @@ impl Default for Settings {
             trt_cache_dir: None,
             batch_size: 1,
             batch_timeout_ms: 50,
-            inference_workers: 1,
+            inference_workers: 0,
             inference_interval: 1,
             top_k: 1,
             threshold: 0.0,
@@ -156,6 +156,11 @@ impl Settings {
     }
 
     fn engine(&self, model: PathBuf) -> EngineSettings {
+        let (threads, workers) = crate::engine::cpu_plan(
+            self.threads as usize,
+            self.inference_workers as usize,
+            self.provider == ProviderChoice::Cpu,
+        );
         EngineSettings {
             runner: RunnerConfig {
                 model,
@@ -168,13 +173,13 @@ impl Settings {
                 },
                 device_id: self.device_id,
                 strict_provider: self.strict_provider,
-                threads: crate::engine::intra_threads(self.threads as usize),
+                threads,
                 trt_fp16: self.trt_fp16,
                 trt_cache_dir: self.trt_cache_dir.clone(),
             },
             batch_size: self.batch_size.max(1) as usize,
             timeout: Duration::from_millis(self.batch_timeout_ms.into()),
-            workers: self.inference_workers.max(1) as usize,
+            workers,
         }
     }
 }
@@ -1261,7 +1266,7 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
-                    .blurb("ONNX Runtime intra-op threads for the CPU provider. 0 = automatic: one per core this process may use (physical cores under SMT) less one, which is left to the streaming threads that preprocess the next frames while a batch runs")
+                    .blurb("ONNX Runtime intra-op threads of each inference worker's session. 0 = automatic: the cores this process may use (physical cores under SMT) shared out among the inference workers; with one worker, one per core less one, which is left to the streaming threads that preprocess the next frames while a batch runs")
                     .maximum(256)
                     .default_value(0)
                     .mutable_ready()
@@ -1293,10 +1298,9 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecUInt::builder("inference-workers")
                     .nick("Inference workers")
-                    .blurb("Batches run at the same time, each on an ONNX Runtime session of its own (of the same model): like Triton's instance count. On a CPU, N workers with threads=1 keep N cores busy without intra-op threads waiting on each other; each worker costs one session's memory. An engine setting: equal on every element sharing a model-instance-id")
-                    .minimum(1)
+                    .blurb("Batches run at the same time, each on an ONNX Runtime session of its own (of the same model): like Triton's instance count. On a CPU, N workers with few intra-op threads keep N cores busy without threads waiting on each other at every operator, and consecutive frames of one stream run side by side (output order is kept); each worker costs one session's memory. 0 = automatic: with execution-provider=cpu one per core, at most 4 (threads=0 then gives each a share of the cores), else 1. An engine setting: equal on every element sharing a model-instance-id")
                     .maximum(64)
-                    .default_value(1)
+                    .default_value(0)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("inference-interval")
@@ -1500,7 +1504,7 @@ impl ObjectImpl for VisionClassify {
             "trt-cache-dir" => s.trt_cache_dir = path_from(value),
             "batch-size" => s.batch_size = value.get().unwrap_or(1),
             "batch-timeout" => s.batch_timeout_ms = value.get().unwrap_or(50),
-            "inference-workers" => s.inference_workers = value.get().unwrap_or(1),
+            "inference-workers" => s.inference_workers = value.get().unwrap_or(0),
             "inference-interval" => s.inference_interval = value.get().unwrap_or(1),
             "top-k" => s.top_k = value.get().unwrap_or(1),
             "threshold" => s.threshold = value.get().unwrap_or(0.0),
