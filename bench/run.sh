@@ -10,7 +10,10 @@
 #   --frames N    timed frames per run and side (default 200)
 #   --rounds R    interleaved rounds, medians reported (default 3)
 #   --threads T   ONNX Runtime intra-op threads for every side (default 1: on a 2-core machine
-#                 the element's preprocessing needs the other core)
+#                 the element's preprocessing needs the other core). The element runs one
+#                 session here (inference-workers=1), as the bare side does, so the figures are
+#                 the element's own cost; its default runs one session per core (BENCHMARKS.md,
+#                 "The element at all cores")
 #   --out DIR     where the results go (default bench/results)
 #   MODEL=FILE    environment: another fp32 model (default models/efficientnet-lite0.onnx)
 #   INT8_MODEL=F  environment: an int8 model to add as a column (default: MODEL with .int8
@@ -77,11 +80,11 @@ printf '{"cpu": "%s, %s CPUs, %s GiB", "date": "%s"}\n' \
   > "$OUT/machine.json"
 
 log "element vs bare session, batches 1,4,8, $ROUNDS rounds of $FRAMES frames, latency"
-"$BENCH" --model "$MODEL" --batches 1,4,8 --threads "$THREADS" --frames "$FRAMES" \
+"$BENCH" --model "$MODEL" --batches 1,4,8 --threads "$THREADS" --workers 1 --frames "$FRAMES" \
   --rounds "$ROUNDS" --latency 200 --json "$OUT/fp32.json" | tee "$OUT/fp32.txt"
 if [ "${INT8:-1}" != 0 ] && [ -s "$INT8_MODEL" ]; then
   log "int8 model $INT8_MODEL"
-  "$BENCH" --model "$INT8_MODEL" --batches 1,4,8 --threads "$THREADS" --frames "$FRAMES" \
+  "$BENCH" --model "$INT8_MODEL" --batches 1,4,8 --threads "$THREADS" --workers 1 --frames "$FRAMES" \
     --rounds "$ROUNDS" --json "$OUT/int8.json" | tee "$OUT/int8.txt"
 else
   rm -f "$OUT/int8.json" "$OUT/int8.txt"
@@ -89,7 +92,7 @@ else
 fi
 log "peak RSS, one side per process (batch 8)"
 for side in element bare; do
-  "$BENCH" --model "$MODEL" --only "$side" --batches 8 --threads "$THREADS" --frames 100 \
+  "$BENCH" --model "$MODEL" --only "$side" --batches 8 --threads "$THREADS" --workers 1 --frames 100 \
     --rounds 1 --json "$OUT/rss-$side.json" >/dev/null
 done
 log "Python loop (OpenCV + onnxruntime), same frames and threads"

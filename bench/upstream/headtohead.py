@@ -22,7 +22,7 @@ that point / time. Rounds are interleaved (each round runs every N, both sides, 
 which side goes first) and medians are reported.
 
   headtohead.py [--streams 1,2,4,8] [--frames 200] [--warmup 10] [--rounds 3] [--threads 0]
-                [--workers 1]
+                [--workers 0]
                 [--model M] [--upstream-model M2] [--ort-library L] [--json OUT.json]
 """
 import argparse
@@ -234,8 +234,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=200, help="frames per stream and run")
     ap.add_argument("--warmup", type=int, default=10, help="frames per stream not timed")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=1,
-                    help="visionclassify inference-workers (sessions running batches side by side)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="visionclassify inference-workers (sessions running batches side by side; 0 = automatic, the element default)")
     ap.add_argument("--threads", type=int, default=0,
                     help="visionclassify threads (onnxinference has no such property: ORT default)")
     ap.add_argument("--model", default=os.path.join(ROOT, "models/efficientnet-lite0.onnx"))

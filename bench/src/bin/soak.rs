@@ -13,7 +13,7 @@
 //! warm-up (least squares, MB per hour), the range of descriptors and threads, the largest
 //! spool, and events made / received / lost / duplicated. Not a test: it takes an hour.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -115,12 +115,36 @@ impl Args {
     }
 }
 
-/// What the subscriber has received: event sequence numbers of the publisher's run.
+/// What the subscriber has received: event sequence numbers of the publisher's run (from 0).
+/// Kept in constant memory, so the soak's own bookkeeping does not grow with the events it
+/// counts (a set of every number did, in steps of its doublings): every number below `below`
+/// has arrived, and `above` holds those that arrived past the first gap.
 #[derive(Default)]
 struct Received {
-    unique: HashSet<u64>,
+    below: u64,
+    above: BTreeSet<u64>,
     total: u64,
     runs: HashSet<String>,
+}
+
+impl Received {
+    fn insert(&mut self, seq: u64) {
+        self.total += 1;
+        if seq >= self.below && self.above.insert(seq) {
+            while self.above.remove(&self.below) {
+                self.below += 1;
+            }
+        }
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        seq < self.below || self.above.contains(&seq)
+    }
+
+    /// Distinct sequence numbers received.
+    fn unique(&self) -> u64 {
+        self.below + self.above.len() as u64
+    }
 }
 
 /// `mosquitto_sub` with a persistent session (`-c`, QoS 1): it reconnects after each broker
@@ -188,7 +212,7 @@ fn spawn_sub(port: u16, received: &Arc<Mutex<Received>>) -> Result<Child> {
             };
             let mut r = received.lock().unwrap_or_else(|e| e.into_inner());
             r.total += 1;
-            r.unique.insert(seq);
+            r.insert(seq);
             r.runs.insert(run.to_string());
         }
     });
@@ -309,7 +333,9 @@ fn main() -> Result<()> {
 
     let start = Instant::now();
     let total = Duration::from_secs_f64(args.minutes * 60.0);
-    let mut samples: Vec<Sample> = Vec::new();
+    // Room for every sample from the start: the soak's own memory stays level.
+    let mut samples: Vec<Sample> =
+        Vec::with_capacity((args.minutes * 60.0 / args.sample_every as f64) as usize + 16);
     let mut restarts: Vec<f64> = Vec::new();
     let mut next_sample = Duration::ZERO;
     let mut next_restart = Duration::from_secs(args.restart_every);
@@ -359,11 +385,7 @@ fn main() -> Result<()> {
                 spool_bytes: folder_bytes(&spool),
                 spool_depth: field(&p, "spool-depth"),
                 events: field(&p, "events"),
-                received: received
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .unique
-                    .len() as u64,
+                received: received.lock().unwrap_or_else(|e| e.into_inner()).unique(),
                 frames: field(&c, "frames"),
                 broker_up: down_until.is_none(),
             };
@@ -406,11 +428,7 @@ fn main() -> Result<()> {
     loop {
         let p = publish.property::<gst::Structure>("stats");
         let made = field(&p, "events");
-        let got = received
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unique
-            .len() as u64;
+        let got = received.lock().unwrap_or_else(|e| e.into_inner()).unique();
         if got >= made || Instant::now() > drain_deadline {
             break;
         }
@@ -426,12 +444,7 @@ fn main() -> Result<()> {
     let p = publish.property::<gst::Structure>("stats");
     let made = field(&p, "events");
     let last_wait = Instant::now() + Duration::from_secs(60);
-    while (received
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .unique
-        .len() as u64)
-        < made
+    while (received.lock().unwrap_or_else(|e| e.into_inner()).unique()) < made
         && Instant::now() < last_wait
     {
         std::thread::sleep(Duration::from_millis(200));
@@ -439,8 +452,8 @@ fn main() -> Result<()> {
     let subscriber_restarts = subscriber.restarts;
     drop(subscriber);
     let r = received.lock().unwrap_or_else(|e| e.into_inner());
-    let lost = (0..made).filter(|s| !r.unique.contains(s)).count();
-    let duplicates = r.total - r.unique.len() as u64;
+    let lost = (0..made).filter(|s| !r.contains(*s)).count();
+    let duplicates = r.total - r.unique();
 
     let steady = |f: fn(&Sample) -> f64| {
         let points: Vec<(f64, f64)> = samples
@@ -494,7 +507,7 @@ fn main() -> Result<()> {
         } else {
             0.0
         },
-        got = r.unique.len(),
+        got = r.unique(),
         trims = if args.trim_every > 0 {
             format!(" (malloc_trim every {} s)", args.trim_every)
         } else {
