@@ -700,42 +700,45 @@ mod tests {
                 (ResizeFilter::Nearest, 97, 224),
                 (ResizeFilter::Area, 150, 224),
             ] {
-                let rows = 9;
-                let row_len = src_w * cn;
-                let data: Vec<u8> = (0..rows * (row_len + 5)).map(|_| next()).collect();
-                let src = Source {
-                    data: &data,
-                    offset: 0,
-                    stride: row_len + 5,
-                    row_len,
-                };
-                let ay = Axis::new(filter, rows, 4);
-                let ax = Expanded::new(&Axis::new(filter, src_w, dst_w), cn);
-                let mut fast = vec![0.0; row_len + ax.overhang()];
-                let mut slow = fast.clone();
-                for oy in 0..4 {
-                    vertical(src, &ay, oy, &mut fast);
-                    vertical_body(src, &ay, oy, &mut slow);
-                    for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                        assert!(
-                            (a - b).abs() < 1e-3,
-                            "vertical cn {cn} {filter:?} [{i}]: {a} vs {b}"
-                        );
-                    }
-                    let mut h_fast = vec![0.0; dst_w * cn];
-                    let mut h_slow = h_fast.clone();
-                    horizontal(&fast, &ax, &mut h_fast);
-                    match cn {
-                        1 => portable::<1, 1>(&slow, &ax, &mut h_slow),
-                        2 => portable::<2, 2>(&slow, &ax, &mut h_slow),
-                        3 => portable::<3, 4>(&slow, &ax, &mut h_slow),
-                        _ => portable::<4, 4>(&slow, &ax, &mut h_slow),
-                    }
-                    for (i, (a, b)) in h_fast.iter().zip(&h_slow).enumerate() {
-                        assert!(
-                            (a - b).abs() < 1e-3,
-                            "horizontal cn {cn} {filter:?} [{i}]: {a} vs {b}"
-                        );
+                // 9 rows to 4: two whole rows per output at most; 43 to 4: ten, summed four,
+                // two and one at a time.
+                for rows in [9, 43] {
+                    let row_len = src_w * cn;
+                    let data: Vec<u8> = (0..rows * (row_len + 5)).map(|_| next()).collect();
+                    let src = Source {
+                        data: &data,
+                        offset: 0,
+                        stride: row_len + 5,
+                        row_len,
+                    };
+                    let ay = Axis::new(filter, rows, 4);
+                    let ax = Expanded::new(&Axis::new(filter, src_w, dst_w), cn);
+                    let mut fast = vec![0.0; row_len + ax.overhang()];
+                    let mut slow = fast.clone();
+                    for oy in 0..4 {
+                        vertical(src, &ay, oy, &mut fast);
+                        vertical_body(src, &ay, oy, &mut slow);
+                        for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                            assert!(
+                                (a - b).abs() < 1e-3,
+                                "vertical cn {cn} {filter:?} [{i}]: {a} vs {b}"
+                            );
+                        }
+                        let mut h_fast = vec![0.0; dst_w * cn];
+                        let mut h_slow = h_fast.clone();
+                        horizontal(&fast, &ax, &mut h_fast);
+                        match cn {
+                            1 => portable::<1, 1>(&slow, &ax, &mut h_slow),
+                            2 => portable::<2, 2>(&slow, &ax, &mut h_slow),
+                            3 => portable::<3, 4>(&slow, &ax, &mut h_slow),
+                            _ => portable::<4, 4>(&slow, &ax, &mut h_slow),
+                        }
+                        for (i, (a, b)) in h_fast.iter().zip(&h_slow).enumerate() {
+                            assert!(
+                                (a - b).abs() < 1e-3,
+                                "horizontal cn {cn} {filter:?} [{i}]: {a} vs {b}"
+                            );
+                        }
                     }
                 }
             }
