@@ -78,7 +78,7 @@ docker run -d --name "$SUB" --network "$NETWORK" --entrypoint sh vision-mosquitt
   'while :; do mosquitto_sub -h mosquitto -c -i compose-test-subscriber -q 1 -t "vision/+/classifications"; sleep 0.5; done' >/dev/null
 for i in $(seq 60); do
   docker exec "$broker" mosquitto_pub -q 1 -t vision/probe/classifications -m '{"probe":true}' >/dev/null 2>&1 || true
-  docker logs "$SUB" 2>&1 | grep -q '"probe"' && break
+  grep -q '"probe"' <<<"$(docker logs "$SUB" 2>&1)" && break
   [ "$i" -lt 60 ] || fail "the subscriber received nothing within 60 s"
   sleep 1
 done

@@ -48,7 +48,7 @@ print("rtsp server ready", flush=True)
 GLib.MainLoop().run()
 PY'
 for i in $(seq 180); do
-  docker logs "$P-camera" 2>&1 | grep -q 'rtsp server ready' && break
+  grep -q 'rtsp server ready' <<<"$(docker logs "$P-camera" 2>&1)" && break
   [ "$(docker inspect -f '{{.State.Running}}' "$P-camera")" = true ] || { docker logs "$P-camera" >&2; fail "the RTSP server exited"; }
   [ "$i" -lt 180 ] || fail "the RTSP server did not start within 180 s"
   sleep 1
