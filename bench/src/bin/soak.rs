@@ -211,7 +211,6 @@ fn spawn_sub(port: u16, received: &Arc<Mutex<Received>>) -> Result<Child> {
                 continue;
             };
             let mut r = received.lock().unwrap_or_else(|e| e.into_inner());
-            r.total += 1;
             r.insert(seq);
             r.runs.insert(run.to_string());
         }
