@@ -66,14 +66,13 @@ impl Axis {
         let mut taps: Vec<(usize, Vec<f64>)> = Vec::with_capacity(dst);
         let mut full = Vec::new();
         for i in 0..dst {
-            let i = i as f64;
+            let x = i as f64;
             taps.push(match filter {
-                ResizeFilter::Nearest => (((i * scale).floor() as usize).min(last), vec![1.0]),
+                ResizeFilter::Nearest => (((x * scale).floor() as usize).min(last), vec![1.0]),
                 ResizeFilter::Area if src > dst => {
                     // In units of 1/dst of a source sample, output i covers
                     // [i·src, (i+1)·src) and source j covers [j·dst, (j+1)·dst): the overlaps
                     // are exact integers that add up to src, a whole source sample's is dst.
-                    let i = i as usize;
                     let (a, b) = (i * src, (i + 1) * src);
                     let first = a / dst;
                     let end = b.div_ceil(dst).min(src);
@@ -88,7 +87,7 @@ impl Axis {
                 }
                 // Bilinear, and the enlarged axis of Area (as OpenCV does).
                 _ => {
-                    let c = (i + 0.5) * scale - 0.5;
+                    let c = (x + 0.5) * scale - 0.5;
                     let (j, f) = if c < 0.0 {
                         (0, 0.0)
                     } else {

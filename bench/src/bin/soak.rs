@@ -9,9 +9,15 @@
 //! ```
 //!
 //! It writes `DIR/soak.csv` (one row per sample), `DIR/soak.svg` (the plot in BENCHMARKS.md)
-//! and `DIR/soak.txt` (the summary it prints): the slope of the resident set after the
-//! warm-up (least squares, MB per hour), the range of descriptors and threads, the largest
-//! spool, and events made / received / lost / duplicated. Not a test: it takes an hour.
+//! and `DIR/soak.txt` (the summary it prints): the slopes of the resident set and of the heap
+//! in use after the warm-up (least squares, MB per hour), the range of descriptors and
+//! threads, the largest spool, and events made / received / lost / duplicated. Not a test: it
+//! takes an hour.
+//!
+//! The heap in use (glibc's `mallinfo2`: bytes `malloc` handed out and not freed, every arena,
+//! plus `mmap`ed blocks) tells a leak from memory the allocator keeps after it was freed: a
+//! leak grows both. At the end `malloc_trim(0)` gives the kept pages back and the resident set
+//! is read once more.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -35,7 +41,6 @@ usage: soak [options]
   --sample-every S    seconds between samples (default 10)
   --warm-up S         seconds left out of the memory slope (default 300)
   --fps N             frame rate of the live source (default 10)
-  --trim-every S      call malloc_trim(0) every S seconds (default 0: only once at the end)
   --model PATH        classifier (default: models/efficientnet-lite0.onnx if present, else
                       tests/data/bench/convnet224.onnx)
   --ort-library PATH  libonnxruntime.so (default: $ORT_DYLIB_PATH, else the project's .deps)
@@ -48,7 +53,6 @@ struct Args {
     sample_every: u64,
     warm_up: f64,
     fps: u32,
-    trim_every: u64,
     model: PathBuf,
     ort_library: PathBuf,
     out: PathBuf,
@@ -66,7 +70,6 @@ impl Args {
             sample_every: 10,
             warm_up: 300.0,
             fps: 10,
-            trim_every: 0,
             model: if lite0.exists() {
                 lite0
             } else {
@@ -101,7 +104,6 @@ impl Args {
                 "--sample-every" => a.sample_every = number()? as u64,
                 "--warm-up" => a.warm_up = number()?,
                 "--fps" => a.fps = number()? as u32,
-                "--trim-every" => a.trim_every = number()? as u64,
                 "--model" => a.model = PathBuf::from(&value),
                 "--ort-library" => a.ort_library = PathBuf::from(&value),
                 "--out" => a.out = PathBuf::from(&value),
@@ -339,7 +341,6 @@ fn main() -> Result<()> {
     let mut next_sample = Duration::ZERO;
     let mut next_restart = Duration::from_secs(args.restart_every);
     let mut down_until: Option<Duration> = None;
-    let mut next_trim = Duration::from_secs(args.trim_every);
     let mut csv = std::fs::File::create(args.out.join("soak.csv"))?;
     const HEADER: &str = "seconds,rss_mb,heap_in_use_mb,heap_held_mb,fds,threads,spool_bytes,spool_depth,events,received,frames,broker_up";
     writeln!(csv, "{HEADER}")?;
@@ -365,10 +366,6 @@ fn main() -> Result<()> {
             down_until = None;
         }
         subscriber.keep_alive()?;
-        if args.trim_every > 0 && now >= next_trim {
-            next_trim += Duration::from_secs(args.trim_every);
-            trim();
-        }
         if now >= next_sample {
             next_sample += Duration::from_secs(args.sample_every);
             let p = publish.property::<gst::Structure>("stats");
@@ -488,7 +485,7 @@ fn main() -> Result<()> {
          ({pct:+.2} %/h of {rss_hi:.1} MB); {rss_before_trim:.1} MB at the end, \
          {rss_after_trim:.1} MB after malloc_trim(0)\n\
          heap in use after {warm:.0} s: {heap_lo:.1}..{heap_hi:.1} MB, slope {heap_slope:+.2} MB/h; \
-         held from the system {held_lo:.1}..{held_hi:.1} MB, slope {held_slope:+.2} MB/h{trims}\n\
+         held from the system {held_lo:.1}..{held_hi:.1} MB, slope {held_slope:+.2} MB/h\n\
          file descriptors {fd_lo}..{fd_hi} (last {fd_end}); threads {th_lo}..{th_hi} (last {th_end})\n\
          spool: largest {spool_hi} B / {depth_hi} events during outages, {spool_end} B at the end\n\
          frames classified {frames}; events made {made}, received {got}, lost {lost}, \
@@ -507,11 +504,6 @@ fn main() -> Result<()> {
             0.0
         },
         got = r.unique(),
-        trims = if args.trim_every > 0 {
-            format!(" (malloc_trim every {} s)", args.trim_every)
-        } else {
-            String::new()
-        },
         runs = r.runs.len(),
         sub = subscriber_restarts,
     );
