@@ -1,13 +1,13 @@
-//! The inference engine: one ONNX Runtime session, one worker thread and one batch tensor,
-//! shared by every `visionclassify` of a process that names the same `model-instance-id`
-//! (an element without one gets a private engine of its own).
+//! The inference engine: one or more workers, each with its ONNX Runtime session and batch
+//! tensor, shared by every `visionclassify` of a process that names the same
+//! `model-instance-id` (an element without one gets a private engine of its own).
 //!
 //! Streams attach a [`Lane`](crate::lane::Lane) each: they preprocess on their own threads
-//! into slots from the engine's pool ([`Engine::acquire`]: at most 2 × batch-size frames are
-//! admitted at once across all streams, first come first served) and [`Engine::submit`] them;
-//! the worker takes batches from the [`Plan`] (frames of any
-//! stream, oldest first, full or after `batch-timeout`), copies the slots into the batch
-//! tensor, runs the session with no lock held, and delivers each frame's scores to its own
+//! into slots from the engine's pool ([`Engine::acquire`]: at most (workers + 1) × batch-size
+//! frames are admitted at once across all streams, first come first served) and
+//! [`Engine::submit`] them; a free worker takes the next batch from the [`Plan`] (frames of
+//! any stream, oldest first, full or after `batch-timeout`), copies the slots into its batch
+//! tensor, runs its session with no lock held, and delivers each frame's scores to its own
 //! lane. The engine never pushes downstream, so a stream whose downstream is blocked, paused
 //! or flushing cannot hold up the others.
 //!
@@ -803,6 +803,11 @@ impl Engine {
         queue.spare.extend(gone.into_iter().map(|p| p.slot));
         drop(queue);
         self.shared.cond.notify_all();
+    }
+
+    /// Batches run at once, each on a session of its own.
+    pub fn workers(&self) -> usize {
+        self.settings.workers.max(1)
     }
 
     pub fn batch_size(&self) -> usize {

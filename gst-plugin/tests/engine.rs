@@ -264,14 +264,17 @@ fn a_stalled_camera_and_a_blocked_one_do_not_hold_up_the_others() {
     init();
     let branch = |name: &str, src: &str| {
         format!(
-            "{src} ! video/x-raw,format=RGB,width=32,height=32,framerate=30/1 ! visionclassify name={name} model={} ort-library={} model-instance-id=isolation batch-size=4 batch-timeout=30 ! fakesink name={name}-sink sync=false async=false signal-handoffs=true",
+            "{src} ! video/x-raw,format=RGB,width=32,height=32,framerate=30/1 ! visionclassify name={name} model={} ort-library={} model-instance-id=isolation batch-size=4 batch-timeout=30 inference-workers=2 ! fakesink name={name}-sink sync=false async=false signal-handoffs=true",
             data("color3.onnx"),
             ort_library()
         )
     };
     let pipeline = gst::parse::launch(
         &[
-            branch("moving", "videotestsrc num-buffers=40 pattern=red"),
+            branch(
+                "moving",
+                "videotestsrc is-live=true num-buffers=40 pattern=red",
+            ),
             // Never sends a frame: a camera that stalls.
             branch(
                 "stalled",
@@ -287,13 +290,16 @@ fn a_stalled_camera_and_a_blocked_one_do_not_hold_up_the_others() {
     let moving = count_handoffs(&pipeline.by_name("moving-sink").expect("sink"));
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let blocked_frames = Arc::new(Mutex::new(0u32));
+    let (reached, blocked_reached) = mpsc::channel();
     {
         let (gate, blocked_frames) = (gate.clone(), blocked_frames.clone());
+        let reached = Mutex::new(reached);
         pipeline
             .by_name("blocked-sink")
             .expect("sink")
             .connect("handoff", false, move |_| {
                 *blocked_frames.lock().expect("count") += 1;
+                let _ = reached.lock().expect("sender").send(());
                 let (open, cond) = &*gate;
                 let mut open = open.lock().expect("gate");
                 while !*open {
@@ -303,6 +309,11 @@ fn a_stalled_camera_and_a_blocked_one_do_not_hold_up_the_others() {
             });
     }
     pipeline.set_state(gst::State::Playing).expect("playing");
+    // The blocked branch is stuck on its first frame; the moving camera (live, 30 frames a
+    // second) still delivers every frame. No timing is assumed: the waits are for events.
+    blocked_reached
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the blocked branch's first frame reaches its sink");
     let mut labels = Vec::new();
     for _ in 0..40 {
         labels.push(
@@ -312,18 +323,15 @@ fn a_stalled_camera_and_a_blocked_one_do_not_hold_up_the_others() {
         );
     }
     assert!(labels.iter().all(|l| l == "red"), "{labels:?}");
-    assert_eq!(
-        *blocked_frames.lock().expect("count"),
-        1,
-        "it is still blocked"
-    );
+    let blocked_count = *blocked_frames.lock().expect("count");
+    assert_eq!(blocked_count, 1, "it is still blocked");
     let blocked = pipeline.by_name("blocked").expect("element");
     let s = blocked.property::<gst::Structure>("stats");
     assert_eq!(s.get::<u64>("engine-streams").expect("field"), 3);
-    // Preprocessed tensors: at most 2 x batch-size admitted plus one batch being copied,
-    // however many frames went through.
+    // Preprocessed tensors, however many frames went through: at most (workers + 1) x
+    // batch-size admitted, plus a batch being copied by each of the 2 workers.
     let slots = s.get::<u64>("engine-slots").expect("field");
-    assert!((1..=12).contains(&slots), "{slots} slots");
+    assert!((1..=20).contains(&slots), "{slots} slots");
     {
         let (open, cond) = &*gate;
         *open.lock().expect("gate") = true;
@@ -440,6 +448,7 @@ fn a_post_messages_change_while_playing_applies_to_the_next_frame() {
 /// A pad standing in for downstream: answers allocation queries with a bounded pool, and
 /// answers every buffer with `chain`.
 fn downstream(chain: Result<gst::FlowSuccess, gst::FlowError>) -> gst::Pad {
+    init();
     gst::Pad::builder(gst::PadDirection::Sink)
         .name("downstream")
         .chain_function(move |_, _, _| chain)
@@ -480,16 +489,30 @@ fn wired(props: &[(&str, &str)], sink: &gst::Pad) -> (gst::Element, gst::Pad) {
 
 #[test]
 fn allocation_raises_the_pools_maximum_not_their_minimum() {
-    let sink = downstream(Ok(gst::FlowSuccess::Ok));
-    let (e, up) = wired(&[("batch-size", "8"), ("inference-interval", "30")], &sink);
-    let caps = RGB_32.parse::<gst::Caps>().expect("caps");
-    let mut q = gst::query::Allocation::new(Some(&caps), true);
-    assert!(up.peer_query(&mut q));
-    let pools: Vec<_> = q.allocation_pools().collect();
-    // 16 frames to classify (2 x batch-size) with 29 reused frames behind each.
-    assert_eq!(pools.len(), 1);
-    assert_eq!((pools[0].2, pools[0].3), (2, 10 + 16 * 30));
-    e.set_state(gst::State::Null).expect("null");
+    // A batch per worker and one more being filled, each frame to classify with 29 reused
+    // frames behind it: 16 frames with one worker, 24 with two.
+    for (workers, frames) in [("1", 16), ("2", 24)] {
+        let sink = downstream(Ok(gst::FlowSuccess::Ok));
+        let (e, up) = wired(
+            &[
+                ("batch-size", "8"),
+                ("inference-interval", "30"),
+                ("inference-workers", workers),
+            ],
+            &sink,
+        );
+        let caps = RGB_32.parse::<gst::Caps>().expect("caps");
+        let mut q = gst::query::Allocation::new(Some(&caps), true);
+        assert!(up.peer_query(&mut q));
+        let pools: Vec<_> = q.allocation_pools().collect();
+        assert_eq!(pools.len(), 1);
+        assert_eq!(
+            (pools[0].2, pools[0].3),
+            (2, 10 + frames * 30),
+            "{workers} workers"
+        );
+        e.set_state(gst::State::Null).expect("null");
+    }
 }
 
 #[test]
