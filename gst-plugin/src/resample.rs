@@ -551,7 +551,9 @@ mod x86 {
             if let Some(&(lead, count)) = taps.full.get(out_index) {
                 // An area shrink: the whole pixels are added up and weighted once, only the
                 // partial first and last pixel have weights of their own.
-                let end = lead + count;
+                // At most `len` taps (what `Axis` builds); the bound keeps the reads below
+                // inside `values` whatever `full` holds.
+                let end = (lead + count).min(len);
                 // Four sums in registers, four pixels per step: the adds do not wait on each
                 // other, and no index is bounds-checked inside the loop.
                 let mut sums = [_mm_setzero_ps(); 4];
