@@ -870,14 +870,28 @@ impl<'s> Sink<'s> {
         src: [(&[f32], usize, usize); 3],
     ) {
         let (sw, sh, cn) = (spec.width, spec.height, spec.channel_count());
-        for (c, &(values, first, step)) in src.iter().enumerate().take(cn) {
-            let values = values[first..].iter().step_by(step).take(w);
+        for (c, &(row, first, step)) in src.iter().enumerate().take(cn) {
+            let values = row[first..].iter().step_by(step).take(w);
             // NCHW: index = c*h*w + p; NHWC: index = p*C + c (p = y*w + x).
             let (start, stride) = match spec.layout {
                 Layout::Nchw => (c * sw * sh + y * sw + x0, 1),
                 Layout::Nhwc => ((y * sw + x0) * cn + c, cn),
             };
             match self {
+                // NCHW float from planar rows (YUV, grey) or RGB/RGBx pixels: a step known at
+                // compile time, so the loop is vectorised (the general one below is not).
+                Self::F32 { out, mul, add }
+                    if stride == 1 && w > 0 && matches!(step, 1 | 3 | 4) =>
+                {
+                    let (m, a) = (mul[c], add[c]);
+                    let dst = &mut out[start..start + w];
+                    let row = &row[first..first + (w - 1) * step + 1];
+                    match step {
+                        1 => normalise_every::<1>(dst, row, m, a),
+                        3 => normalise_every::<3>(dst, row, m, a),
+                        _ => normalise_every::<4>(dst, row, m, a),
+                    }
+                }
                 Self::F32 { out, mul, add } => {
                     let (m, a) = (mul[c], add[c]);
                     let dst = out[start..].iter_mut().step_by(stride).take(w);
@@ -894,6 +908,15 @@ impl<'s> Sink<'s> {
                 }
             }
         }
+    }
+}
+
+/// `dst[x] = row[x * STEP] · m + a` for every `x` of `dst` (`row` holds at least
+/// `(dst.len() - 1) · STEP + 1` values).
+#[inline(always)]
+fn normalise_every<const STEP: usize>(dst: &mut [f32], row: &[f32], m: f32, a: f32) {
+    for (x, d) in dst.iter_mut().enumerate() {
+        *d = row[x * STEP] * m + a;
     }
 }
 
