@@ -1338,7 +1338,7 @@ impl ObjectImpl for VisionClassify {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("resize-filter", ResizeFilterChoice::Area)
                     .nick("Resize filter")
-                    .blurb("Resampling kernel of the resize. area (default): each input pixel counts, no aliasing; bilinear or nearest: for models trained with OpenCV INTER_LINEAR/INTER_NEAREST or torch's interpolate without antialias (per 1080p RGB frame about 0.74 ms of CPU for area, 0.38 ms for bilinear, 0.34 ms for nearest on a 2-core Xeon VM with AVX-512; see BENCHMARKS.md)")
+                    .blurb("Resampling kernel of the resize. area (default): each input pixel counts, no aliasing; bilinear or nearest: for models trained with OpenCV INTER_LINEAR/INTER_NEAREST or torch's interpolate without antialias (per 1080p RGB frame about 0.68 ms of CPU for area, 0.34 ms for bilinear, 0.28 ms for nearest on a 2-core Xeon VM with AVX-512; see BENCHMARKS.md)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("channel-order", ChannelChoice::Model)
