@@ -991,13 +991,8 @@ impl VisionClassify {
             engine.latency()
         );
 
-        // Room for a batch on every worker and one more being filled: with fewer, a worker
-        // that finishes waits for this stream to preprocess its next frames (one stream and
-        // two workers at batch 1 left 20 % of the CPU idle, issue 16).
-        let capacity = engine
-            .batch_size()
-            .saturating_mul(engine.workers().saturating_add(1))
-            .max(2);
+        // As many frames as the engine admits: one stream alone can keep every worker busy.
+        let capacity = engine.frames_in_flight().max(2);
         let lane = Arc::new(FrameLane::new(
             engine.attach_lane(overrides.clone()),
             capacity,
